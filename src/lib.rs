@@ -1,0 +1,12 @@
+//! claimrules: Auth0-style rules for token servers.
+//!
+//! Sandboxed Rhai scripts ("rules") run in order with Auth0-shaped `user` and `context` objects,
+//! add namespaced custom claims to the access and ID tokens and may rewrite the access token's
+//! scope. Around that engine the crate provides an issuer pipeline that enforces the namespace rule
+//! and signs tokens, an OAuth 2.0 Authorization Code token server, hot reload, and a rule unit-test
+//! runner.
+
+pub mod claims;
+pub mod rules;
+
+pub use rules::{Outcome, RuleError, RuleSet};

@@ -1,0 +1,153 @@
+//! The `claimrules` command line: parses arguments and calls the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use claimrules::rules::{read_folder, RuleSet, RuleSetOptions};
+
+/// Exit code for usage and configuration errors.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "claimrules",
+    version,
+    about = "Auth0-style rules for token servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the rule pipeline once on a user (and context) and prints the outcome as JSON.
+    Run {
+        /// The user, as a JSON file.
+        #[arg(long)]
+        user: PathBuf,
+        /// The context, as a JSON file (default: an empty login context).
+        #[arg(long)]
+        context: Option<PathBuf>,
+        /// The rules folder.
+        #[arg(default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Compiles every rule and reports each error with file, line and column.
+    Check {
+        /// The rules folder.
+        #[arg(default_value = "rules")]
+        rules: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Run {
+            user,
+            context,
+            rules,
+        } => run(&user, context.as_deref(), &rules),
+        Command::Check { rules } => check(&rules),
+    }
+}
+
+fn read_json(path: &Path, what: &str) -> Result<Value, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {what} file {}: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: invalid JSON: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if !value.is_object() {
+        return Err(format!(
+            "{}: the {what} must be a JSON object",
+            path.display()
+        ));
+    }
+    Ok(value)
+}
+
+fn run(user: &Path, context: Option<&Path>, rules: &Path) -> ExitCode {
+    let inputs = read_json(user, "user").and_then(|u| {
+        let c = match context {
+            Some(p) => read_json(p, "context")?,
+            None => json!({ "protocol": "oidc-basic-profile" }),
+        };
+        Ok((u, c))
+    });
+    let (user, context) = match inputs {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let set = match RuleSet::load(rules) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match set.run(user, context) {
+        Ok(outcome) => {
+            let pretty = json!({
+                "access_token": outcome.access_token,
+                "id_token": outcome.id_token,
+                "scope": outcome.scope,
+                "logs": outcome.logs,
+                "warnings": outcome.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&pretty).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", if e.is_denial() { "denied" } else { "error" });
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check(rules: &Path) -> ExitCode {
+    let contents = match read_folder(rules) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let errors = RuleSet::check(&contents, &RuleSetOptions::default());
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    let enabled = contents.rules.iter().filter(|r| r.enabled).count();
+    if errors.is_empty() {
+        println!("{enabled} rules ok");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{} of {enabled} rules failed to compile", errors.len());
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,807 @@
+//! The rules engine: a folder of Rhai rules compiled once, run in order in a sandbox with
+//! Auth0-shaped `user` / `context` objects, yielding the custom claims and scope of the tokens.
+//!
+//! ```
+//! use claimrules::rules::RuleSet;
+//! use serde_json::json;
+//!
+//! let set = RuleSet::from_sources(
+//!     vec![("add-roles".into(), r#"
+//!         context.accessToken["https://example.com/roles"] = user.app_metadata.roles;
+//!     "#.into())],
+//!     json!({}),
+//!     Default::default(),
+//! ).unwrap();
+//! let out = set.run(
+//!     json!({"user_id": "auth0|1", "app_metadata": {"roles": ["admin"]}}),
+//!     json!({"clientID": "app"}),
+//! ).unwrap();
+//! assert_eq!(out.access_token["https://example.com/roles"], json!(["admin"]));
+//! ```
+
+mod engine;
+mod loader;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Scope, AST};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::claims::{self, NamespaceConfig, NamespacePolicy, Refusal, TokenKind};
+pub use loader::{read_folder, FolderContents, RuleSource};
+
+/// Sandbox limits; every one is set explicitly on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Operations one rule may perform.
+    pub max_operations: u64,
+    /// Wall-clock budget for the whole pipeline.
+    pub pipeline_budget: Duration,
+    /// Longest string, in bytes.
+    pub max_string_size: usize,
+    /// Most items of an array (nested arrays counted).
+    pub max_array_size: usize,
+    /// Most entries of a map (nested maps counted).
+    pub max_map_size: usize,
+    /// Deepest function call nesting.
+    pub max_call_levels: usize,
+    /// Deepest expression nesting at top level.
+    pub max_expr_depth: usize,
+    /// Deepest expression nesting inside functions.
+    pub max_function_expr_depth: usize,
+    /// Most variables alive at once (size limits are per value, so this caps the total).
+    pub max_variables: usize,
+    /// Most script-defined functions per rule.
+    pub max_functions: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits {
+            max_operations: 1_000_000,
+            pipeline_budget: Duration::from_millis(200),
+            max_string_size: 64 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+            max_call_levels: 64,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_variables: 256,
+            max_functions: 256,
+        }
+    }
+}
+
+/// Options a rule set is built with.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSetOptions {
+    /// Sandbox limits.
+    pub limits: SandboxLimits,
+    /// The namespace rule applied to every outcome.
+    pub namespace: NamespaceConfig,
+}
+
+/// Per-run options.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Pins `now()` to these unix seconds.
+    pub now: Option<i64>,
+    /// Keys merged over the rule set's `configuration` for this run.
+    pub configuration: Option<Map<String, Value>>,
+    /// Runs only these rules (in set order); `None` runs every enabled rule.
+    pub only: Option<Vec<String>>,
+    /// Overrides the set's namespace policy for this run.
+    pub namespace_policy: Option<NamespacePolicy>,
+}
+
+/// Why a rule set did not load.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The rules path is not a folder.
+    #[error("{}: not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    /// A file could not be read.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// `rules.toml` is invalid.
+    #[error("{}: {message}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A rule failed to compile.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Compile {
+        /// The rule's name.
+        rule: String,
+        /// The rule's file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// Why a pipeline run failed. No token may be issued after any of these.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuleError {
+    /// The rule denied the login on purpose (`deny("msg")` or `throw "msg"`).
+    #[error("rule {rule:?} denied access: {message}")]
+    Denied {
+        /// The denying rule.
+        rule: String,
+        /// Its message (safe to show to the app).
+        message: String,
+    },
+    /// A script error: type error, unknown function, sandbox limit, bad helper input.
+    #[error("rule {rule:?} failed at line {line}, column {column}: {message}")]
+    Script {
+        /// The failing rule.
+        rule: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The pipeline's wall-clock budget ran out.
+    #[error("rule {rule:?} exceeded the pipeline's time budget of {budget_ms} ms (line {line}, column {column})")]
+    Timeout {
+        /// The rule running when time ran out.
+        rule: String,
+        /// The budget.
+        budget_ms: u64,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+    },
+    /// `context.accessToken.scope` is not a valid scope.
+    #[error("rule {rule:?} set an invalid context.accessToken.scope: {message}")]
+    InvalidScope {
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Under the `reject` policy, a claim broke the namespace rule.
+    #[error("rule {rule:?} set {key:?} on the {token}: {reason}")]
+    Namespace {
+        /// The rule that set the claim.
+        rule: String,
+        /// The claim key.
+        key: String,
+        /// The token.
+        token: TokenKind,
+        /// Why it is refused.
+        reason: Refusal,
+    },
+    /// One token's custom claims exceed the size cap.
+    #[error("the {token}'s custom claims are {size} bytes of JSON, over the limit of {limit}")]
+    ClaimsTooLarge {
+        /// The token.
+        token: TokenKind,
+        /// Their size.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// The user or context input is not usable (not a JSON object, or not convertible).
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+impl RuleError {
+    /// The rule the error belongs to, when there is one.
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            RuleError::Denied { rule, .. }
+            | RuleError::Script { rule, .. }
+            | RuleError::Timeout { rule, .. }
+            | RuleError::InvalidScope { rule, .. }
+            | RuleError::Namespace { rule, .. } => Some(rule),
+            RuleError::ClaimsTooLarge { .. } | RuleError::Input(_) => None,
+        }
+    }
+
+    /// True for an on-purpose denial (the app gets `access_denied` with the message).
+    pub fn is_denial(&self) -> bool {
+        matches!(self, RuleError::Denied { .. })
+    }
+}
+
+/// A claim the namespace rule left out, reported as a warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// The rule that set the claim.
+    pub rule: String,
+    /// The token.
+    pub token: TokenKind,
+    /// The claim key.
+    pub key: String,
+    /// Why it was dropped.
+    pub reason: Refusal,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rule {:?}: dropped claim {:?} from the {}: {}",
+            self.rule, self.key, self.token, self.reason
+        )
+    }
+}
+
+/// The log lines one rule wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleLog {
+    /// The rule.
+    pub rule: String,
+    /// Its `log`/`print` lines, in order.
+    pub lines: Vec<String>,
+}
+
+/// The result of a successful pipeline run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// The user as the rules left it.
+    pub user: Value,
+    /// Custom claims for the access token (after the namespace rule).
+    pub access_token: Map<String, Value>,
+    /// Custom claims for the ID token (after the namespace rule).
+    pub id_token: Map<String, Value>,
+    /// The rewritten access-token scope, when a rule set one.
+    pub scope: Option<Vec<String>>,
+    /// Log lines of each rule that ran.
+    pub logs: Vec<RuleLog>,
+    /// Claims the namespace rule dropped.
+    pub warnings: Vec<Warning>,
+}
+
+/// Everything a run produced, success or not (for the test runner and tooling).
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// The outcome, or why the run failed.
+    pub result: Result<Outcome, RuleError>,
+    /// Rules that started, in order.
+    pub rules_run: Vec<String>,
+    /// Log lines of each rule that ran, including the failing one.
+    pub logs: Vec<RuleLog>,
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct CompiledRule {
+    name: String,
+    path: PathBuf,
+    enabled: bool,
+    source: String,
+    ast: AST,
+}
+
+impl CompiledRule {
+    /// The rule's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The file it came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Whether it runs.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+    /// The rule's Rhai source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+    /// Whether the source calls `deny` or `throw` (for coverage hints).
+    pub fn can_deny(&self) -> bool {
+        self.source.contains("deny") || self.source.contains("throw")
+    }
+}
+
+/// An ordered set of compiled rules with their shared configuration and sandbox.
+///
+/// `RuleSet` is `Send + Sync`; one instance serves concurrent runs.
+pub struct RuleSet {
+    engine: Arc<Engine>,
+    rules: Vec<Arc<CompiledRule>>,
+    configuration: Map<String, Value>,
+    options: RuleSetOptions,
+    reserved: Arc<Vec<String>>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("rules", &self.names())
+            .finish_non_exhaustive()
+    }
+}
+
+const SCOPE_VARS: [&str; 3] = ["user", "context", "configuration"];
+
+impl RuleSet {
+    /// Loads and compiles a rules folder with default options.
+    pub fn load(dir: impl AsRef<Path>) -> Result<RuleSet, LoadError> {
+        Self::load_with(dir, RuleSetOptions::default())
+    }
+
+    /// Loads and compiles a rules folder.
+    pub fn load_with(dir: impl AsRef<Path>, options: RuleSetOptions) -> Result<RuleSet, LoadError> {
+        let contents = read_folder(dir.as_ref())?;
+        Self::compile(contents, options)
+    }
+
+    /// Compiles named sources (all enabled), as an embedder that keeps rules elsewhere would.
+    pub fn from_sources(
+        sources: Vec<(String, String)>,
+        configuration: Value,
+        options: RuleSetOptions,
+    ) -> Result<RuleSet, LoadError> {
+        let rules = sources
+            .into_iter()
+            .map(|(name, source)| RuleSource {
+                path: PathBuf::from(format!("{name}.rhai")),
+                name,
+                source,
+                enabled: true,
+            })
+            .collect();
+        Self::compile(
+            FolderContents {
+                rules,
+                configuration,
+            },
+            options,
+        )
+    }
+
+    /// Compiles every enabled rule; any error fails the whole set.
+    pub fn compile(
+        contents: FolderContents,
+        options: RuleSetOptions,
+    ) -> Result<RuleSet, LoadError> {
+        let errors = Self::check(&contents, &options);
+        if let Some(first) = errors.into_iter().next() {
+            return Err(first);
+        }
+        let engine = engine::build(&options.limits);
+        let scope = declaration_scope();
+        let mut rules = Vec::with_capacity(contents.rules.len());
+        for r in contents.rules {
+            let ast = if r.enabled {
+                compile_one(&engine, &scope, &r)?
+            } else {
+                AST::empty()
+            };
+            rules.push(Arc::new(CompiledRule {
+                name: r.name,
+                path: r.path,
+                enabled: r.enabled,
+                source: r.source,
+                ast,
+            }));
+        }
+        let configuration = match contents.configuration {
+            Value::Object(m) => m,
+            Value::Null => Map::new(),
+            other => {
+                return Err(LoadError::Manifest {
+                    path: PathBuf::from("rules.toml"),
+                    message: format!(
+                        "configuration must be a table, got {}",
+                        claims::json_type(&other)
+                    ),
+                })
+            }
+        };
+        let reserved = Arc::new(options.namespace.reserved_hosts.clone());
+        Ok(RuleSet {
+            engine: Arc::new(engine),
+            rules,
+            configuration,
+            options,
+            reserved,
+        })
+    }
+
+    /// Compiles every enabled rule and returns every error (not just the first).
+    pub fn check(contents: &FolderContents, options: &RuleSetOptions) -> Vec<LoadError> {
+        let engine = engine::build(&options.limits);
+        let scope = declaration_scope();
+        contents
+            .rules
+            .iter()
+            .filter(|r| r.enabled)
+            .filter_map(|r| compile_one(&engine, &scope, r).err())
+            .collect()
+    }
+
+    /// Names of all rules in order, disabled ones included.
+    pub fn names(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// The compiled rules in order.
+    pub fn rules(&self) -> &[Arc<CompiledRule>] {
+        &self.rules
+    }
+
+    /// The `[configuration]` map rules see.
+    pub fn configuration(&self) -> &Map<String, Value> {
+        &self.configuration
+    }
+
+    /// The options the set was built with.
+    pub fn options(&self) -> &RuleSetOptions {
+        &self.options
+    }
+
+    /// Runs every enabled rule in order on `user` and `context`.
+    pub fn run(&self, user: Value, context: Value) -> Result<Outcome, RuleError> {
+        self.run_with(user, context, &RunOptions::default()).result
+    }
+
+    /// Runs the pipeline with per-run options and returns everything it produced.
+    pub fn run_with(&self, user: Value, context: Value, opts: &RunOptions) -> Trace {
+        let mut trace = Trace {
+            result: Err(RuleError::Input(String::new())),
+            rules_run: Vec::new(),
+            logs: Vec::new(),
+        };
+        trace.result = self.run_inner(user, context, opts, &mut trace.rules_run, &mut trace.logs);
+        if let Ok(out) = &mut trace.result {
+            out.logs = trace.logs.clone();
+        }
+        trace
+    }
+
+    fn run_inner(
+        &self,
+        user: Value,
+        mut context: Value,
+        opts: &RunOptions,
+        rules_run: &mut Vec<String>,
+        logs: &mut Vec<RuleLog>,
+    ) -> Result<Outcome, RuleError> {
+        if !user.is_object() {
+            return Err(RuleError::Input(format!(
+                "user must be a JSON object, got {}",
+                claims::json_type(&user)
+            )));
+        }
+        let ctx = context
+            .as_object_mut()
+            .ok_or_else(|| RuleError::Input("context must be a JSON object".to_string()))?;
+        for field in ["accessToken", "idToken"] {
+            if !ctx.get(field).is_some_and(Value::is_object) {
+                ctx.insert(field.to_owned(), Value::Object(Map::new()));
+            }
+        }
+        let mut configuration = self.configuration.clone();
+        if let Some(extra) = &opts.configuration {
+            configuration.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let to_dyn =
+            |v: &Value| rhai::serde::to_dynamic(v).map_err(|e| RuleError::Input(e.to_string()));
+        let mut scope = Scope::with_capacity(8);
+        scope.push_dynamic("user", to_dyn(&user)?);
+        scope.push_dynamic("context", to_dyn(&context)?);
+        scope.push_constant_dynamic("configuration", to_dyn(&Value::Object(configuration))?);
+
+        let policy = opts
+            .namespace_policy
+            .unwrap_or(self.options.namespace.policy);
+        let guard = engine::RunGuard::install(
+            self.options.limits.pipeline_budget,
+            opts.now,
+            self.reserved.clone(),
+        );
+        // Which rule first set each refused claim key, so warnings and errors can name it.
+        let mut offenders: HashMap<(TokenKind, String), (String, Refusal)> = HashMap::new();
+        let mut scope_list: Option<Vec<String>> = None;
+
+        for rule in self.rules.iter().filter(|r| r.enabled) {
+            if let Some(only) = &opts.only {
+                if !only.iter().any(|n| n == &rule.name) {
+                    continue;
+                }
+            }
+            rules_run.push(rule.name.clone());
+            let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+            logs.push(RuleLog {
+                rule: rule.name.clone(),
+                lines: guard.take_logs(),
+            });
+            if let Err(err) = result {
+                return Err(self.classify(&rule.name, *err));
+            }
+            // A rule's top-level `let`s must not leak into the next rule.
+            scope.rewind(SCOPE_VARS.len());
+            self.inspect_claims(&scope, &rule.name, policy, &mut offenders, &mut scope_list)?;
+        }
+        drop(guard);
+
+        let user: Value = scope
+            .get_value::<Dynamic>("user")
+            .map(|d| rhai::serde::from_dynamic(&d))
+            .transpose()
+            .map_err(|e| RuleError::Input(format!("user: {e}")))?
+            .unwrap_or(user);
+        let mut access_token = token_map(&scope, TokenKind::AccessToken)?;
+        let mut id_token = token_map(&scope, TokenKind::IdToken)?;
+        access_token.remove("scope");
+        let mut warnings = Vec::new();
+        for (kind, map) in [
+            (TokenKind::AccessToken, &mut access_token),
+            (TokenKind::IdToken, &mut id_token),
+        ] {
+            map.retain(|_, v| !v.is_null());
+            let mut dropped: Vec<String> = map
+                .keys()
+                .filter(|k| claims::check_claim(kind, k, &self.reserved).is_err())
+                .cloned()
+                .collect();
+            dropped.sort();
+            for key in dropped {
+                map.remove(&key);
+                let (rule, reason) = offenders
+                    .get(&(kind, key.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| ("?".into(), Refusal::NotNamespaced));
+                warnings.push(Warning {
+                    rule,
+                    token: kind,
+                    key,
+                    reason,
+                });
+            }
+            let size = serde_json::to_vec(map)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            let limit = self.options.namespace.max_claims_bytes;
+            if size > limit {
+                return Err(RuleError::ClaimsTooLarge {
+                    token: kind,
+                    size,
+                    limit,
+                });
+            }
+        }
+        Ok(Outcome {
+            user,
+            access_token,
+            id_token,
+            scope: scope_list,
+            logs: Vec::new(),
+            warnings,
+        })
+    }
+
+    /// After each rule: validate a scope rewrite and attribute refused claim keys to the rule.
+    fn inspect_claims(
+        &self,
+        scope: &Scope,
+        rule: &str,
+        policy: NamespacePolicy,
+        offenders: &mut HashMap<(TokenKind, String), (String, Refusal)>,
+        scope_list: &mut Option<Vec<String>>,
+    ) -> Result<(), RuleError> {
+        let Some(context) = scope
+            .get("context")
+            .and_then(|d| d.read_lock::<rhai::Map>())
+        else {
+            return Err(RuleError::Script {
+                rule: rule.to_owned(),
+                line: 0,
+                column: 0,
+                message: "the rule replaced `context` with something that is not a map".into(),
+            });
+        };
+        for kind in [TokenKind::AccessToken, TokenKind::IdToken] {
+            let Some(map) = context
+                .get(kind.context_field())
+                .and_then(|d| d.read_lock::<rhai::Map>())
+            else {
+                return Err(RuleError::Script {
+                    rule: rule.to_owned(),
+                    line: 0,
+                    column: 0,
+                    message: format!("context.{} must stay a map", kind.context_field()),
+                });
+            };
+            for (key, value) in map.iter() {
+                let key = key.as_str();
+                if kind == TokenKind::AccessToken && key == "scope" {
+                    if value.is_unit() {
+                        *scope_list = None;
+                        continue;
+                    }
+                    let json: Value =
+                        rhai::serde::from_dynamic(value).map_err(|e| RuleError::InvalidScope {
+                            rule: rule.to_owned(),
+                            message: e.to_string(),
+                        })?;
+                    *scope_list =
+                        Some(
+                            claims::parse_scope(&json).map_err(|e| RuleError::InvalidScope {
+                                rule: rule.to_owned(),
+                                message: e.to_string(),
+                            })?,
+                        );
+                    continue;
+                }
+                if value.is_unit() || offenders.contains_key(&(kind, key.to_owned())) {
+                    continue;
+                }
+                if let Err(reason) = claims::check_claim(kind, key, &self.reserved) {
+                    if policy == NamespacePolicy::Reject {
+                        return Err(RuleError::Namespace {
+                            rule: rule.to_owned(),
+                            key: key.to_owned(),
+                            token: kind,
+                            reason,
+                        });
+                    }
+                    offenders.insert((kind, key.to_owned()), (rule.to_owned(), reason));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn classify(&self, rule: &str, err: EvalAltResult) -> RuleError {
+        let err = root_cause(err);
+        let pos = err.position();
+        let (line, column) = (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
+        let rule = rule.to_owned();
+        match err {
+            EvalAltResult::ErrorTerminated(value, _) => {
+                if let Some(engine::Denial(message)) = value.clone().try_cast::<engine::Denial>() {
+                    RuleError::Denied { rule, message }
+                } else if value.is::<engine::DeadlineHit>() {
+                    RuleError::Timeout {
+                        rule,
+                        budget_ms: self.options.limits.pipeline_budget.as_millis() as u64,
+                        line,
+                        column,
+                    }
+                } else if let Some(engine::HelperFault(message)) =
+                    value.try_cast::<engine::HelperFault>()
+                {
+                    RuleError::Script {
+                        rule,
+                        line,
+                        column,
+                        message,
+                    }
+                } else {
+                    RuleError::Script {
+                        rule,
+                        line,
+                        column,
+                        message: "terminated".into(),
+                    }
+                }
+            }
+            EvalAltResult::ErrorRuntime(value, _) => RuleError::Denied {
+                rule,
+                message: thrown_message(&value),
+            },
+            other => RuleError::Script {
+                rule,
+                line,
+                column,
+                message: describe(other),
+            },
+        }
+    }
+}
+
+/// Unwraps errors raised inside script-defined functions to the one that started it.
+fn root_cause(err: EvalAltResult) -> EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+        | EvalAltResult::ErrorInModule(_, inner, _) => root_cause(*inner),
+        other => other,
+    }
+}
+
+/// A rhai error's message without the position suffix rhai appends.
+fn describe(mut e: EvalAltResult) -> String {
+    e.clear_position();
+    match &e {
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "the rule exceeded its operation budget (an endless loop?)".into()
+        }
+        EvalAltResult::ErrorStackOverflow(_) => {
+            "call depth limit exceeded (unbounded recursion?)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn thrown_message(value: &Dynamic) -> String {
+    if let Some(map) = value.read_lock::<rhai::Map>() {
+        if let Some(m) = map.get("message") {
+            return m.to_string();
+        }
+    }
+    if value.is_string() {
+        value.clone().into_string().unwrap_or_default()
+    } else {
+        value.to_string()
+    }
+}
+
+fn token_map(scope: &Scope, kind: TokenKind) -> Result<Map<String, Value>, RuleError> {
+    let map = scope
+        .get("context")
+        .and_then(|c| {
+            c.read_lock::<rhai::Map>()
+                .map(|m| m.get(kind.context_field()).cloned())
+        })
+        .flatten()
+        .unwrap_or(Dynamic::UNIT);
+    match rhai::serde::from_dynamic::<Value>(&map) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Ok(Map::new()),
+        Err(e) => Err(RuleError::Input(format!(
+            "context.{}: {e}",
+            kind.context_field()
+        ))),
+    }
+}
+
+/// The scope rules are compiled against, so strict variables catches typos at load time.
+fn declaration_scope() -> Scope<'static> {
+    let mut scope = Scope::new();
+    scope.push_dynamic("user", Dynamic::from_map(Default::default()));
+    scope.push_dynamic("context", Dynamic::from_map(Default::default()));
+    scope.push_constant_dynamic("configuration", Dynamic::from_map(Default::default()));
+    scope
+}
+
+fn compile_one(engine: &Engine, scope: &Scope, r: &RuleSource) -> Result<AST, LoadError> {
+    match engine.compile_with_scope(scope, &r.source) {
+        Ok(mut ast) => {
+            ast.set_source(r.name.as_str());
+            Ok(ast)
+        }
+        Err(e) => {
+            let pos = e.position();
+            let mut message = e.0.to_string();
+            if let rhai::ParseErrorType::Reserved(sym) = &*e.0 {
+                if sym == "import" || sym == "eval" {
+                    message = format!("`{sym}` is not allowed in rules (sandbox)");
+                }
+            }
+            Err(LoadError::Compile {
+                rule: r.name.clone(),
+                path: r.path.clone(),
+                line: pos.line().unwrap_or(0),
+                column: pos.position().unwrap_or(0),
+                message,
+            })
+        }
+    }
+}
