@@ -8,5 +8,7 @@
 
 pub mod claims;
 pub mod rules;
+pub mod watch;
 
 pub use rules::{Outcome, RuleError, RuleSet};
+pub use watch::HotRules;
