@@ -7,8 +7,14 @@
 //! runner.
 
 pub mod claims;
+pub mod config;
+pub mod crypto;
+pub mod issuer;
+pub mod password;
 pub mod rules;
 pub mod watch;
 
+pub use issuer::verify::verify;
+pub use issuer::Issuer;
 pub use rules::{Outcome, RuleError, RuleSet};
 pub use watch::HotRules;

@@ -1,0 +1,551 @@
+//! The tenant configuration (`claimrules.toml`, DESIGN §8) and the embedded default.
+//!
+//! Unknown keys are errors that name the key and the line, so typos never pass silently.
+//! Secrets may come from the environment (`*_env` keys) instead of the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::claims::NamespacePolicy;
+
+/// Errors of configuration loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: {message}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The file is not valid (toml's message names the key, line and column).
+    #[error("{}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, where.
+        message: String,
+    },
+    /// A value is semantically wrong.
+    #[error("{origin}: {message}")]
+    Invalid {
+        /// The file, or "embedded default".
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Signing algorithm of the issuer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum SigningAlg {
+    /// RSA-2048 PKCS#1 v1.5 with SHA-256.
+    #[default]
+    RS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl SigningAlg {
+    /// The JOSE `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+impl std::str::FromStr for SigningAlg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "RS256" => Ok(SigningAlg::RS256),
+            "ES256" => Ok(SigningAlg::ES256),
+            "EdDSA" => Ok(SigningAlg::EdDSA),
+            other => Err(format!(
+                "unknown signing algorithm {other:?} (RS256 | ES256 | EdDSA)"
+            )),
+        }
+    }
+}
+
+/// `claimrules.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The issuer URL (`iss`), with a trailing slash.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// The rules folder (relative to the config file).
+    #[serde(default = "default_rules")]
+    pub rules: PathBuf,
+    /// The data folder: SQLite database (relative to the config file).
+    #[serde(default = "default_data")]
+    pub data: PathBuf,
+    /// `sqlite://...` or `postgres://...`; default: `claimrules.db` in the data folder.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// Signing algorithm of new keys.
+    #[serde(default)]
+    pub signing_alg: SigningAlg,
+    /// What to do with claims that break the namespace rule.
+    #[serde(default)]
+    pub namespace_policy: NamespacePolicy,
+    /// Hosts a claim key may not use, besides the issuer's own.
+    #[serde(default)]
+    pub reserved_namespaces: Vec<String>,
+    /// Admin token for `GET /rules/status` (prefer `admin_token_env`).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Environment variable holding the admin token.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// Require PKCE from every client, not only public ones.
+    #[serde(default)]
+    pub require_pkce: bool,
+    /// Lifetime of authorization codes, seconds.
+    #[serde(default = "default_code_lifetime")]
+    pub code_lifetime: u64,
+    /// Lifetime of login sessions, seconds.
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime: u64,
+    /// Lifetime of refresh tokens, seconds (0: no expiry; rotation still applies).
+    #[serde(default = "default_refresh_lifetime")]
+    pub refresh_token_lifetime: u64,
+    /// Token hooks for other servers.
+    #[serde(default)]
+    pub hooks: HooksSection,
+    /// Registered clients.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientConfig>,
+    /// Registered APIs (audiences).
+    #[serde(default, rename = "api")]
+    pub apis: Vec<ApiConfig>,
+    /// The user directory.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[hooks]`: credentials of the token-hook callers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksSection {
+    /// API key Hydra sends.
+    #[serde(default)]
+    pub hydra_api_key: Option<String>,
+    /// Environment variable holding Hydra's API key.
+    #[serde(default)]
+    pub hydra_api_key_env: Option<String>,
+    /// The Authorization header value Okta sends.
+    #[serde(default)]
+    pub okta_authorization: Option<String>,
+    /// Environment variable holding Okta's Authorization header value.
+    #[serde(default)]
+    pub okta_authorization_env: Option<String>,
+}
+
+/// `[[client]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client id.
+    pub client_id: String,
+    /// Display name (consent page, `context.clientName`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The secret (prefer `client_secret_env`). A client without a secret is public.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Environment variable holding the secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Registered redirect URIs, matched byte for byte.
+    pub redirect_uris: Vec<String>,
+    /// Allowed grants.
+    #[serde(default = "default_grants")]
+    pub grant_types: Vec<String>,
+    /// Skip the consent page.
+    #[serde(default)]
+    pub first_party: bool,
+    /// A native app: loopback redirect URIs match on any port (RFC 8252 §7.3).
+    #[serde(default)]
+    pub native: bool,
+    /// `context.clientMetadata`.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    /// ID token lifetime, seconds.
+    #[serde(default = "default_id_token_lifetime")]
+    pub id_token_lifetime: u64,
+}
+
+/// `[[api]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The identifier (`audience`).
+    pub identifier: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Scopes it defines.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Whether refresh tokens may be issued for it.
+    #[serde(default)]
+    pub allow_offline_access: bool,
+    /// Access token lifetime, seconds.
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime: u64,
+}
+
+/// `[[user]]`: the Auth0 user shape plus a password hash.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// `user_id` (the `sub`).
+    pub user_id: String,
+    /// Email (login name).
+    pub email: String,
+    /// Another login name, e.g. "alice".
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Whether the email is verified.
+    #[serde(default)]
+    pub email_verified: bool,
+    /// Full name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Nickname.
+    #[serde(default)]
+    pub nickname: Option<String>,
+    /// Given name.
+    #[serde(default)]
+    pub given_name: Option<String>,
+    /// Family name.
+    #[serde(default)]
+    pub family_name: Option<String>,
+    /// Picture URL.
+    #[serde(default)]
+    pub picture: Option<String>,
+    /// Argon2 PHC hash (`claimrules hash-password`).
+    pub password_hash: String,
+    /// `app_metadata`.
+    #[serde(default)]
+    pub app_metadata: Map<String, Value>,
+    /// `user_metadata`.
+    #[serde(default)]
+    pub user_metadata: Map<String, Value>,
+}
+
+impl UserConfig {
+    /// The Auth0-shaped `user` object rules see (no password hash).
+    pub fn to_rule_user(&self, logins_count: i64) -> Value {
+        let mut u = Map::new();
+        u.insert("user_id".into(), Value::String(self.user_id.clone()));
+        u.insert("email".into(), Value::String(self.email.clone()));
+        u.insert("email_verified".into(), Value::Bool(self.email_verified));
+        for (k, v) in [
+            ("name", &self.name),
+            ("nickname", &self.nickname),
+            ("given_name", &self.given_name),
+            ("family_name", &self.family_name),
+            ("picture", &self.picture),
+            ("username", &self.username),
+        ] {
+            if let Some(v) = v {
+                u.insert(k.into(), Value::String(v.clone()));
+            }
+        }
+        u.insert("logins_count".into(), Value::from(logins_count));
+        u.insert(
+            "app_metadata".into(),
+            Value::Object(self.app_metadata.clone()),
+        );
+        u.insert(
+            "user_metadata".into(),
+            Value::Object(self.user_metadata.clone()),
+        );
+        u.insert(
+            "identities".into(),
+            serde_json::json!([{
+                "provider": "auth0",
+                "connection": "Username-Password-Authentication",
+                "user_id": self.user_id.split('|').next_back().unwrap_or(&self.user_id),
+                "isSocial": false
+            }]),
+        );
+        Value::Object(u)
+    }
+}
+
+fn default_issuer() -> String {
+    "http://127.0.0.1:3000/".into()
+}
+fn default_rules() -> PathBuf {
+    "rules".into()
+}
+fn default_data() -> PathBuf {
+    "data".into()
+}
+fn default_code_lifetime() -> u64 {
+    60
+}
+fn default_session_lifetime() -> u64 {
+    8 * 3600
+}
+fn default_refresh_lifetime() -> u64 {
+    30 * 24 * 3600
+}
+fn default_grants() -> Vec<String> {
+    vec!["authorization_code".into(), "refresh_token".into()]
+}
+fn default_id_token_lifetime() -> u64 {
+    36000
+}
+fn default_token_lifetime() -> u64 {
+    86400
+}
+
+impl Config {
+    /// Reads and validates a config file; relative folders become relative to the file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if cfg.rules.is_relative() {
+            cfg.rules = base.join(&cfg.rules);
+        }
+        if cfg.data.is_relative() {
+            cfg.data = base.join(&cfg.data);
+        }
+        cfg.validate(&path.display().to_string())?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules: unique ids, parseable URLs, secrets resolvable.
+    pub fn validate(&mut self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        };
+        let url = url::Url::parse(&self.issuer)
+            .map_err(|e| invalid(format!("issuer {:?} is not a URL: {e}", self.issuer)))?;
+        if !self.issuer.ends_with('/') {
+            self.issuer.push('/');
+        }
+        if url.host_str().is_none() {
+            return Err(invalid("issuer has no host".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &mut self.clients {
+            if !seen.insert(c.client_id.clone()) {
+                return Err(invalid(format!(
+                    "client {:?} is defined twice",
+                    c.client_id
+                )));
+            }
+            if let Some(var) = &c.client_secret_env {
+                let v = std::env::var(var).map_err(|_| {
+                    invalid(format!(
+                        "client {:?}: environment variable {var} (client_secret_env) is not set",
+                        c.client_id
+                    ))
+                })?;
+                c.client_secret = Some(v);
+            }
+            for uri in &c.redirect_uris {
+                url::Url::parse(uri).map_err(|e| {
+                    invalid(format!(
+                        "client {:?}: redirect_uri {uri:?} is not an absolute URL: {e}",
+                        c.client_id
+                    ))
+                })?;
+            }
+            for g in &c.grant_types {
+                if g != "authorization_code" && g != "refresh_token" {
+                    return Err(invalid(format!(
+                        "client {:?}: unsupported grant type {g:?}",
+                        c.client_id
+                    )));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for a in &self.apis {
+            if !seen.insert(a.identifier.clone()) {
+                return Err(invalid(format!("api {:?} is defined twice", a.identifier)));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.users {
+            if !seen.insert(u.email.to_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "user email {:?} is defined twice",
+                    u.email
+                )));
+            }
+            if argon2::PasswordHash::new(&u.password_hash).is_err() {
+                return Err(invalid(format!(
+                    "user {:?}: password_hash is not an Argon2 PHC string (use `claimrules hash-password`)",
+                    u.email
+                )));
+            }
+        }
+        if let Some(var) = &self.admin_token_env {
+            if let Ok(v) = std::env::var(var) {
+                if !v.is_empty() {
+                    self.admin_token = Some(v);
+                }
+            }
+        }
+        if let Some(var) = &self.hooks.hydra_api_key_env {
+            if let Ok(v) = std::env::var(var) {
+                self.hooks.hydra_api_key = Some(v);
+            }
+        }
+        if let Some(var) = &self.hooks.okta_authorization_env {
+            if let Ok(v) = std::env::var(var) {
+                self.hooks.okta_authorization = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The client with this id.
+    pub fn client(&self, client_id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.client_id == client_id)
+    }
+
+    /// The API with this identifier.
+    pub fn api(&self, identifier: &str) -> Option<&ApiConfig> {
+        self.apis.iter().find(|a| a.identifier == identifier)
+    }
+
+    /// The user with this email (case-insensitive) or username.
+    pub fn user_by_login(&self, login: &str) -> Option<&UserConfig> {
+        let login = login.trim();
+        self.users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(login) || u.username.as_deref() == Some(login))
+    }
+
+    /// The user with this id.
+    pub fn user(&self, user_id: &str) -> Option<&UserConfig> {
+        self.users.iter().find(|u| u.user_id == user_id)
+    }
+
+    /// The issuer's host, reserved as a claim namespace.
+    pub fn issuer_host(&self) -> Option<String> {
+        url::Url::parse(&self.issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+    }
+}
+
+/// Demo credentials of the embedded default, printed on start.
+#[derive(Debug, Clone)]
+pub struct DemoCredentials {
+    /// The demo client's secret.
+    pub client_secret: String,
+    /// The demo user's password.
+    pub password: String,
+}
+
+/// The embedded default of DESIGN §6: a demo client, a demo API allowing offline access, one
+/// demo user. The secret and password are generated once into the data folder and reused.
+pub fn embedded_default(
+    issuer: &str,
+    rules: PathBuf,
+    data: PathBuf,
+) -> Result<(Config, DemoCredentials), ConfigError> {
+    let origin = "embedded default";
+    let invalid = |message: String| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message,
+    };
+    std::fs::create_dir_all(&data)
+        .map_err(|e| invalid(format!("cannot create {}: {e}", data.display())))?;
+    let client_secret = persistent_secret(&data.join("demo-client-secret"), 32)
+        .map_err(|e| invalid(e.to_string()))?;
+    let password =
+        persistent_secret(&data.join("demo-password"), 12).map_err(|e| invalid(e.to_string()))?;
+    let password_hash =
+        crate::password::hash(&password).map_err(|e| invalid(format!("hashing: {e}")))?;
+    let text = format!(
+        r#"
+issuer = "{issuer}"
+
+[[client]]
+client_id = "demo-app"
+name = "Demo web app"
+redirect_uris = ["http://127.0.0.1:4000/callback", "https://client.example.com/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+metadata = {{ tier = "gold" }}
+
+[[api]]
+identifier = "https://api.example.com"
+name = "Demo API"
+scopes = ["read:contacts", "write:contacts"]
+allow_offline_access = true
+
+[[user]]
+user_id = "auth0|demo"
+email = "demo@example.com"
+username = "demo"
+email_verified = true
+name = "Demo User"
+nickname = "demo"
+given_name = "Demo"
+family_name = "User"
+password_hash = "{password_hash}"
+app_metadata = {{ roles = ["admin"], plan = "pro", permissions = ["read:contacts", "write:contacts"] }}
+user_metadata = {{ theme = "dark" }}
+"#
+    );
+    let mut cfg: Config = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    cfg.rules = rules;
+    cfg.data = data;
+    if let Some(c) = cfg.clients.first_mut() {
+        c.client_secret = Some(client_secret.clone());
+    }
+    cfg.validate(origin)?;
+    Ok((
+        cfg,
+        DemoCredentials {
+            client_secret,
+            password,
+        },
+    ))
+}
+
+/// Reads a secret from `path`, or generates one (base64url of `bytes` random bytes) and saves it
+/// with owner-only permissions.
+fn persistent_secret(path: &Path, bytes: usize) -> std::io::Result<String> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        let s = s.trim().to_owned();
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    let s = crate::crypto::random_token(bytes);
+    std::fs::write(path, &s)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(s)
+}
