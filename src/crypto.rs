@@ -67,11 +67,11 @@ mod tests {
         assert!(valid_pkce_verifier(verifier));
         assert!(pkce_s256_matches(
             verifier,
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGrSUEqfXM"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         ));
         assert!(!pkce_s256_matches(
             verifier,
-            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGrSUEqfXN"
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
         ));
     }
 }

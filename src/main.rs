@@ -42,6 +42,26 @@ enum Command {
         #[arg(default_value = "rules")]
         rules: PathBuf,
     },
+    /// Runs the token server (embedded default config when --config is not given).
+    Serve {
+        /// The tenant configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = claimrules::serve::DEFAULT_ADDR)]
+        addr: std::net::SocketAddr,
+        /// The rules folder (overrides the config).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// The data folder (overrides the config).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Do not reload the rules when their files change.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Reads a password from stdin and prints its Argon2id hash for `password_hash`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +83,75 @@ fn main() -> ExitCode {
             rules,
         } => run(&user, context.as_deref(), &rules),
         Command::Check { rules } => check(&rules),
+        Command::Serve {
+            config,
+            addr,
+            rules,
+            data,
+            no_watch,
+        } => serve(claimrules::serve::ServeOptions {
+            config,
+            addr: Some(addr),
+            rules,
+            data,
+            no_watch,
+        }),
+        Command::HashPassword => hash_password(),
+    }
+}
+
+fn serve(opts: claimrules::serve::ServeOptions) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match runtime.block_on(claimrules::serve::serve(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::{BufRead, IsTerminal, Write};
+    if std::io::stdin().is_terminal() {
+        eprint!("Password: ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("error: cannot read the password from stdin");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match claimrules::password::hash(password) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -1,0 +1,322 @@
+//! `claimrules serve`: assembles config, store, keys, rules and router, prints what a newcomer
+//! needs, and serves until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::{embedded_default, Config, ConfigError, DemoCredentials};
+use crate::issuer::{unix_now, Issuer, KeyRing, SigningKey};
+use crate::rules::{RuleSetOptions, SandboxLimits};
+use crate::server::{self, AppState};
+use crate::store::{Store, StoredKey};
+use crate::watch::HotRules;
+
+/// Errors of start-up (all exit with code 2) and serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(String),
+    /// Keys could not be loaded or created.
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// The rules did not load.
+    #[error("rules: {0}")]
+    Rules(String),
+    /// The listener failed.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+}
+
+/// What `serve` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// `--config`; `None` uses the embedded default.
+    pub config: Option<PathBuf>,
+    /// `--addr` (default 127.0.0.1:3000).
+    pub addr: Option<SocketAddr>,
+    /// `--rules` override.
+    pub rules: Option<PathBuf>,
+    /// `--data` override.
+    pub data: Option<PathBuf>,
+    /// `--no-watch`: do not hot-reload the rules folder.
+    pub no_watch: bool,
+}
+
+/// Default listen address: loopback only.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+
+/// A tenant ready to serve.
+pub struct Prepared {
+    /// The shared state.
+    pub state: Arc<AppState>,
+    /// Demo credentials when the embedded default is used.
+    pub demo: Option<DemoCredentials>,
+    /// The hot rules.
+    pub rules: HotRules,
+}
+
+/// The namespace settings of a tenant: the issuer's host is always reserved.
+pub fn rule_options(config: &Config) -> RuleSetOptions {
+    let mut reserved = config.reserved_namespaces.clone();
+    if let Some(h) = config.issuer_host() {
+        // Loopback hosts are not reserved: every local setup would otherwise refuse the
+        // conventional claim namespaces it runs beside.
+        if h != "127.0.0.1" && h != "localhost" && h != "[::1]" {
+            reserved.push(h);
+        }
+    }
+    RuleSetOptions {
+        limits: SandboxLimits::default(),
+        namespace: crate::claims::NamespaceConfig {
+            policy: config.namespace_policy,
+            reserved_hosts: reserved,
+            ..Default::default()
+        },
+    }
+}
+
+/// Loads the published keys from the store, creating the first one (under the store's key
+/// lock, so concurrent instances agree) when there is none.
+pub async fn load_keys(store: &Store, config: &Config) -> Result<KeyRing, ServeError> {
+    let err = |e: String| ServeError::Keys(e);
+    let mut stored = store.keys().await.map_err(|e| err(e.to_string()))?;
+    if stored.is_empty() {
+        // Generated before taking the lock (RSA generation is slow); another instance may win
+        // the race, in which case this key is simply not used.
+        let key = SigningKey::generate(config.signing_alg).map_err(|e| err(e.to_string()))?;
+        let now = unix_now();
+        let candidate = StoredKey {
+            kid: key.kid().to_owned(),
+            alg: config.signing_alg.as_str().to_owned(),
+            private_pkcs8_der: key.pkcs8_der().to_vec(),
+            created_at: now,
+            activates_at: now,
+            retires_at: None,
+        };
+        let st = store.clone();
+        stored = store
+            .with_key_lock(|| async move {
+                let existing = st.keys().await?;
+                if !existing.is_empty() {
+                    return Ok(existing);
+                }
+                st.put_key(&candidate).await?;
+                Ok(vec![candidate])
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    }
+    key_ring(&stored, unix_now()).map_err(err)
+}
+
+/// Builds a ring from stored keys: publishes every key not yet retired; signs with the newest
+/// active one.
+pub fn key_ring(stored: &[StoredKey], now: i64) -> Result<KeyRing, String> {
+    let mut keys: Vec<&StoredKey> = stored
+        .iter()
+        .filter(|k| k.retires_at.is_none_or(|r| r > now))
+        .collect();
+    keys.sort_by_key(|k| (k.activates_at, k.created_at));
+    let mut published = Vec::with_capacity(keys.len());
+    let mut signing = None;
+    for (i, k) in keys.iter().enumerate() {
+        let alg: crate::config::SigningAlg = k.alg.parse()?;
+        let parsed =
+            SigningKey::from_pkcs8(alg, &k.private_pkcs8_der).map_err(|e| e.to_string())?;
+        if k.activates_at <= now {
+            signing = Some(i);
+        }
+        published.push(Arc::new(parsed));
+    }
+    Ok(KeyRing::new(published, signing))
+}
+
+/// Reloads the keys from the store into the issuer (roll-over, other instances' keys).
+pub async fn refresh_keys(state: &AppState) -> Result<(), ServeError> {
+    let stored = state
+        .store
+        .keys()
+        .await
+        .map_err(|e| ServeError::Keys(e.to_string()))?;
+    let ring = key_ring(&stored, unix_now()).map_err(ServeError::Keys)?;
+    state.issuer.set_keys(ring);
+    Ok(())
+}
+
+/// How often a running server re-reads the keys from the store.
+pub const KEY_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens everything a tenant needs.
+pub async fn prepare(opts: &ServeOptions) -> Result<Prepared, ServeError> {
+    let addr = opts.addr.unwrap_or_else(default_addr);
+    let (mut config, demo) = match &opts.config {
+        Some(path) => (Config::from_file(path)?, None),
+        None => {
+            let (c, d) = embedded_default(
+                &format!("http://{addr}/"),
+                opts.rules.clone().unwrap_or_else(|| "rules".into()),
+                opts.data.clone().unwrap_or_else(|| "data".into()),
+            )?;
+            (c, Some(d))
+        }
+    };
+    if let Some(r) = &opts.rules {
+        config.rules = r.clone();
+    }
+    if let Some(d) = &opts.data {
+        config.data = d.clone();
+    }
+    let store = match &config.database_url {
+        Some(url) => Store::open(url).await,
+        None => Store::open_in_folder(&config.data).await,
+    }
+    .map_err(|e| ServeError::Store(e.to_string()))?;
+    let keys = load_keys(&store, &config).await?;
+    let rules = HotRules::load(&config.rules, rule_options(&config))
+        .map_err(|e| ServeError::Rules(e.to_string()))?;
+    if !opts.no_watch {
+        rules
+            .watch()
+            .map_err(|e| ServeError::Rules(e.to_string()))?;
+    }
+    let issuer = Arc::new(Issuer::new(&config.issuer, keys, rules.clone()));
+    let state = Arc::new(AppState::new(Arc::new(config), store, issuer));
+    Ok(Prepared { state, demo, rules })
+}
+
+fn default_addr() -> SocketAddr {
+    DEFAULT_ADDR
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3000)))
+}
+
+/// The full router of a prepared tenant (token server plus rules status).
+pub fn app(prepared: &Prepared) -> axum::Router {
+    server::router(prepared.state.clone())
+}
+
+/// Serves until Ctrl-C / SIGTERM; reloads the rules on SIGHUP.
+pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
+    let prepared = prepare(&opts).await?;
+    let addr = opts.addr.unwrap_or_else(default_addr);
+    let listener =
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| server::ServerError::Bind {
+                addr,
+                message: e.to_string(),
+            })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| server::ServerError::Io(e.to_string()))?;
+    print_banner(&prepared, local);
+    spawn_sighup_reload(prepared.rules.clone());
+    let st = prepared.state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(KEY_REFRESH_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = refresh_keys(&st).await {
+                tracing::warn!(error = %e, "key refresh failed; keeping the current keys");
+            }
+        }
+    });
+    let app = server::with_request_log(app(&prepared));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| server::ServerError::Io(e.to_string()))?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+fn print_banner(p: &Prepared, local: SocketAddr) {
+    let cfg = &p.state.config;
+    println!("claimrules listening on http://{local}");
+    println!("  issuer:        {}", cfg.issuer);
+    if let Some(c) = cfg.clients.first() {
+        println!("  client_id:     {}", c.client_id);
+        match &p.demo {
+            Some(d) => println!("  client_secret: {}", d.client_secret),
+            None => println!("  client_secret: (from the config file)"),
+        }
+        if let Some(r) = c.redirect_uris.first() {
+            println!("  redirect_uri:  {r}");
+        }
+    }
+    if let Some(a) = cfg.apis.first() {
+        println!("  audience:      {}", a.identifier);
+    }
+    if let Some(u) = cfg.users.first() {
+        println!("  email:         {}", u.email);
+        match &p.demo {
+            Some(d) => println!("  password:      {}", d.password),
+            None => println!("  password:      (from the config file)"),
+        }
+    }
+    println!(
+        "  rules:         {} (version {})",
+        cfg.rules.display(),
+        p.rules.current().version
+    );
+    let authorize = format!(
+        "{}authorize?response_type=code&client_id={}&redirect_uri={}&scope=openid%20profile%20email%20offline_access%20read:contacts&audience={}&state=xyz",
+        cfg.issuer,
+        cfg.clients.first().map(|c| c.client_id.as_str()).unwrap_or(""),
+        cfg.clients
+            .first()
+            .and_then(|c| c.redirect_uris.first())
+            .map(|r| url::form_urlencoded::byte_serialize(r.as_bytes()).collect::<String>())
+            .unwrap_or_default(),
+        cfg.apis
+            .first()
+            .map(|a| url::form_urlencoded::byte_serialize(a.identifier.as_bytes()).collect::<String>())
+            .unwrap_or_default(),
+    );
+    println!("  open:          {authorize}");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}
+
+fn spawn_sighup_reload(rules: HotRules) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading rules");
+            let r = rules.clone();
+            let _ = tokio::task::spawn_blocking(move || r.reload()).await;
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

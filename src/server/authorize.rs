@@ -1,0 +1,686 @@
+//! `GET /authorize` with the login and consent pages (the seed's step 1).
+//!
+//! The original request's query string travels through the login and consent forms (`authz`)
+//! and is validated again on every step, so a tampered form can do no more than a direct
+//! `/authorize` could.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::errors::{with_params, AuthorizeError};
+use super::{client_ip, cookie, pages, set_cookie, Shared};
+use crate::config::{ClientConfig, UserConfig};
+use crate::crypto::{random_token, secrets_equal, sha256_hex, valid_pkce_challenge};
+use crate::issuer::{unix_now, Protocol, TokenRequest};
+use crate::store::Grant;
+
+/// Name of the login session cookie.
+pub const SESSION_COOKIE: &str = "claimrules_session";
+/// Name of the CSRF double-submit cookie.
+pub const CSRF_COOKIE: &str = "claimrules_csrf";
+/// Longest accepted `state` / `nonce`.
+const MAX_PARAM_LEN: usize = 2048;
+const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// A validated authorization request.
+#[derive(Debug, Clone)]
+pub struct AuthzRequest {
+    client_id: String,
+    redirect_uri: String,
+    scopes: Vec<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    audience: Option<String>,
+    code_challenge: Option<String>,
+    prompt: Vec<String>,
+    /// The raw query string, carried through the forms.
+    raw: String,
+    /// The parameters as `context.request.query`.
+    query: Map<String, Value>,
+}
+
+/// True when `given` equals a registered URI byte for byte, or, for native clients, differs from
+/// a registered loopback IP URI only in the port (RFC 8252 §7.3).
+fn redirect_allowed(client: &ClientConfig, given: &str) -> bool {
+    if client.redirect_uris.iter().any(|r| r == given) {
+        return true;
+    }
+    if !client.native {
+        return false;
+    }
+    let Ok(g) = url::Url::parse(given) else {
+        return false;
+    };
+    let loopback_ip = |u: &url::Url| {
+        u.scheme() == "http"
+            && matches!(u.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+                | matches!(u.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
+    };
+    loopback_ip(&g)
+        && client.redirect_uris.iter().any(|r| {
+            url::Url::parse(r).is_ok_and(|mut r| {
+                let mut g = g.clone();
+                let _ = r.set_port(None);
+                let _ = g.set_port(None);
+                loopback_ip(&r) && r.as_str() == g.as_str()
+            })
+        })
+}
+
+/// Validates an authorization request. Errors before the redirect URI is trusted are pages.
+pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
+        .into_owned()
+        .collect();
+    let mut query = Map::new();
+    let mut duplicate = None;
+    for (k, v) in &pairs {
+        if query.insert(k.clone(), Value::String(v.clone())).is_some() {
+            duplicate = Some(k.clone());
+        }
+    }
+    let get = |k: &str| query.get(k).and_then(Value::as_str).map(str::to_owned);
+    let client_id = get("client_id").filter(|s| !s.is_empty()).ok_or_else(|| {
+        AuthorizeError::page(
+            "Invalid request",
+            "The request names no client (client_id).",
+        )
+    })?;
+    let client = state.config.client(&client_id).ok_or_else(|| {
+        AuthorizeError::page(
+            "Unknown application",
+            "No application is registered with this client_id.",
+        )
+    })?;
+    if duplicate.as_deref() == Some("client_id") || duplicate.as_deref() == Some("redirect_uri") {
+        return Err(AuthorizeError::page(
+            "Invalid request",
+            "client_id and redirect_uri may appear only once.",
+        ));
+    }
+    let redirect_uri = match get("redirect_uri") {
+        Some(r) if redirect_allowed(client, &r) => r,
+        Some(_) => {
+            return Err(AuthorizeError::page(
+                "Invalid redirect URI",
+                "The redirect_uri is not registered for this application.",
+            ))
+        }
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        None => {
+            return Err(AuthorizeError::page(
+                "Invalid request",
+                "The request has no redirect_uri and the application registers several.",
+            ))
+        }
+    };
+    let state_param = get("state");
+    let fail = |code: &'static str, description: String| AuthorizeError::Redirect {
+        redirect_uri: redirect_uri.clone(),
+        code,
+        description,
+        state: state_param.clone().filter(|s| s.len() <= MAX_PARAM_LEN),
+        iss: state.issuer.issuer().trim_end_matches('/').to_owned() + "/",
+    };
+    if let Some(d) = duplicate {
+        return Err(fail(
+            "invalid_request",
+            format!("parameter {d} appears more than once"),
+        ));
+    }
+    if state_param
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_PARAM_LEN)
+    {
+        return Err(fail("invalid_request", "state is too long".into()));
+    }
+    match get("response_type").as_deref() {
+        Some("code") => {}
+        None => return Err(fail("invalid_request", "response_type is required".into())),
+        Some(_) => {
+            return Err(fail(
+                "unsupported_response_type",
+                "only response_type=code is supported".into(),
+            ))
+        }
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(fail(
+            "unauthorized_client",
+            "the client may not use the authorization code grant".into(),
+        ));
+    }
+    let audience = get("audience").filter(|a| !a.is_empty());
+    let api = match &audience {
+        Some(a) => Some(
+            state
+                .config
+                .api(a)
+                .ok_or_else(|| fail("invalid_request", format!("unknown audience {a:?}")))?,
+        ),
+        None => None,
+    };
+    let scopes = crate::claims::split_scope(&get("scope").unwrap_or_default());
+    for s in &scopes {
+        let known = OIDC_SCOPES.contains(&s.as_str()) || api.is_some_and(|a| a.scopes.contains(s));
+        if !known {
+            return Err(fail("invalid_scope", format!("unknown scope {s:?}")));
+        }
+    }
+    let nonce = get("nonce");
+    if nonce.as_ref().is_some_and(|n| n.len() > MAX_PARAM_LEN) {
+        return Err(fail("invalid_request", "nonce is too long".into()));
+    }
+    let code_challenge = get("code_challenge");
+    match (
+        code_challenge.as_deref(),
+        get("code_challenge_method").as_deref(),
+    ) {
+        (None, Some(_)) => {
+            return Err(fail(
+                "invalid_request",
+                "code_challenge_method without code_challenge".into(),
+            ))
+        }
+        (Some(_), None) | (Some(_), Some("plain")) => {
+            return Err(fail(
+                "invalid_request",
+                "code_challenge_method must be S256 (plain is not allowed)".into(),
+            ))
+        }
+        (Some(c), Some("S256")) if !valid_pkce_challenge(c) => {
+            return Err(fail(
+                "invalid_request",
+                "code_challenge must be the base64url SHA-256 of the verifier (43 characters)"
+                    .into(),
+            ))
+        }
+        (Some(_), Some("S256")) | (None, None) => {}
+        (_, Some(m)) => {
+            return Err(fail(
+                "invalid_request",
+                format!("unsupported code_challenge_method {m:?}"),
+            ))
+        }
+    }
+    let public = client.client_secret.is_none();
+    if code_challenge.is_none() && (public || state.config.require_pkce) {
+        return Err(fail(
+            "invalid_request",
+            "PKCE (code_challenge with S256) is required for this client".into(),
+        ));
+    }
+    let prompt: Vec<String> = get("prompt")
+        .map(|p| p.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    if prompt
+        .iter()
+        .any(|p| !["none", "login", "consent"].contains(&p.as_str()))
+        || (prompt.iter().any(|p| p == "none") && prompt.len() > 1)
+    {
+        return Err(fail("invalid_request", "unsupported prompt value".into()));
+    }
+    Ok(AuthzRequest {
+        client_id,
+        redirect_uri,
+        scopes,
+        state: state_param,
+        nonce,
+        audience,
+        code_challenge,
+        prompt,
+        raw: raw.to_owned(),
+        query,
+    })
+}
+
+impl AuthzRequest {
+    fn error(&self, state: &Shared, code: &'static str, description: &str) -> Response {
+        AuthorizeError::Redirect {
+            redirect_uri: self.redirect_uri.clone(),
+            code,
+            description: description.to_owned(),
+            state: self.state.clone(),
+            iss: state.issuer.issuer().to_owned(),
+        }
+        .into_response()
+    }
+}
+
+/// The logged-in user, from the session cookie.
+async fn session_user(state: &Shared, headers: &HeaderMap) -> Option<(String, i64, String)> {
+    let raw = cookie(headers, SESSION_COOKIE)?;
+    let hash = sha256_hex(&raw);
+    let session = state.store.session(&hash, unix_now()).await.ok()??;
+    Some((session.user_id, session.auth_time, hash))
+}
+
+/// The CSRF token of this browser, and a `Set-Cookie` when it is new.
+fn csrf_token(state: &Shared, headers: &HeaderMap) -> (String, Option<String>) {
+    match cookie(headers, CSRF_COOKIE).filter(|c| c.len() >= 22) {
+        Some(c) => (c, None),
+        None => {
+            let c = random_token(24);
+            let set = set_cookie(CSRF_COOKIE, &c, 3600, state.secure_cookies);
+            (c, Some(set))
+        }
+    }
+}
+
+fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
+    cookie(headers, CSRF_COOKIE)
+        .is_some_and(|c| !submitted.is_empty() && secrets_equal(&c, submitted))
+}
+
+fn with_cookie(mut res: Response, set: Option<String>) -> Response {
+    if let Some(v) = set.and_then(|s| HeaderValue::from_str(&s).ok()) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn client_name(client: &ClientConfig) -> &str {
+    client.name.as_deref().unwrap_or(&client.client_id)
+}
+
+/// `GET /authorize`.
+pub async fn authorize(
+    State(state): State<Shared>,
+    peer: super::Peer,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let req = match validate(&state, raw.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    proceed(&state, req, &headers, peer.as_ref().map(|e| &e.0), None).await
+}
+
+/// Login → consent → rules → code, skipping what the session and stored consent already cover.
+async fn proceed(
+    state: &Shared,
+    req: AuthzRequest,
+    headers: &HeaderMap,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+    fresh_session: Option<(String, i64, String)>,
+) -> Response {
+    let Some(client) = state.config.client(&req.client_id) else {
+        return AuthorizeError::page("Unknown application", "").into_response();
+    };
+    let prompt_none = req.prompt.iter().any(|p| p == "none");
+    let force_login = req.prompt.iter().any(|p| p == "login");
+    let session = match fresh_session {
+        Some(s) => Some(s),
+        None if force_login => None,
+        None => session_user(state, headers).await,
+    };
+    let Some((user_id, auth_time, session_hash)) = session else {
+        if prompt_none {
+            return req.error(state, "login_required", "the user is not logged in");
+        }
+        let (csrf, set) = csrf_token(state, headers);
+        let page = pages::login_page(client_name(client), &req.raw, &csrf, None, "");
+        return with_cookie(pages::html(StatusCode::OK, page), set);
+    };
+    let Some(user) = state.config.user(&user_id) else {
+        return req.error(
+            state,
+            "login_required",
+            "the session's user no longer exists",
+        );
+    };
+    let needs_consent = if client.first_party {
+        false
+    } else if req.prompt.iter().any(|p| p == "consent") {
+        true
+    } else {
+        match state
+            .store
+            .consent_covers(
+                &user.user_id,
+                &client.client_id,
+                req.audience.as_deref().unwrap_or(""),
+                &req.scopes,
+            )
+            .await
+        {
+            Ok(covered) => !covered,
+            Err(e) => {
+                tracing::error!(error = %e, "consent lookup failed");
+                return req.error(state, "temporarily_unavailable", "try again later");
+            }
+        }
+    };
+    if needs_consent {
+        if prompt_none {
+            return req.error(state, "consent_required", "the user has not consented");
+        }
+        let (csrf, set) = csrf_token(state, headers);
+        let api_name = req
+            .audience
+            .as_deref()
+            .and_then(|a| state.config.api(a))
+            .map(|a| a.name.clone().unwrap_or_else(|| a.identifier.clone()));
+        let display = user.name.clone().unwrap_or_else(|| user.email.clone());
+        let page = pages::consent_page(
+            client_name(client),
+            &display,
+            api_name.as_deref(),
+            &req.scopes,
+            &req.raw,
+            &csrf,
+        );
+        return with_cookie(pages::html(StatusCode::OK, page), set);
+    }
+    finish(
+        state,
+        &req,
+        client,
+        user,
+        auth_time,
+        &session_hash,
+        headers,
+        connect,
+    )
+    .await
+}
+
+/// Runs the rules and redirects with a fresh authorization code.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    state: &Shared,
+    req: &AuthzRequest,
+    client: &ClientConfig,
+    user: &UserConfig,
+    auth_time: i64,
+    session_hash: &str,
+    headers: &HeaderMap,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+) -> Response {
+    let logins = match state.store.increment_logins(&user.user_id).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "login counter update failed");
+            return req.error(state, "temporarily_unavailable", "try again later");
+        }
+    };
+    let header_str = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let hostname = header_str(header::HOST);
+    let request = json!({
+        "query": req.query,
+        "body": {},
+        "ip": client_ip(connect),
+        "hostname": hostname.split(':').next().unwrap_or(""),
+        "userAgent": header_str(header::USER_AGENT),
+    });
+    let session_id = session_hash.get(..16).unwrap_or("").to_owned();
+    let api = req.audience.as_deref().and_then(|a| state.config.api(a));
+    let rule_user = user.to_rule_user(logins);
+    let issuer = state.issuer.clone();
+    let (client_owned, api_owned) = (client.clone(), api.cloned());
+    let (scopes, nonce, req_copy) = (req.scopes.clone(), req.nonce.clone(), request.clone());
+    let sid = session_id.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let treq = TokenRequest {
+            client: &client_owned,
+            api: api_owned.as_ref(),
+            user: rule_user,
+            scopes,
+            base_scope: None,
+            nonce,
+            auth_time,
+            protocol: Protocol::AuthorizationCode,
+            request: req_copy,
+            logins_count: logins,
+            session_id: Some(sid),
+        };
+        issuer.run_rules(&treq)
+    })
+    .await;
+    let claims = match outcome {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) if e.is_denial() => {
+            let msg = match &e {
+                crate::rules::RuleError::Denied { message, .. } => message.clone(),
+                _ => "access denied".into(),
+            };
+            tracing::info!(rule = e.rule().unwrap_or("?"), "login denied by rule");
+            return req.error(state, "access_denied", &msg);
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "rule pipeline failed");
+            return req.error(state, "server_error", "the login could not be completed");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rule task failed");
+            return req.error(state, "server_error", "the login could not be completed");
+        }
+    };
+    let code = random_token(32);
+    let grant = Grant {
+        client_id: client.client_id.clone(),
+        user_id: user.user_id.clone(),
+        audience: req.audience.clone(),
+        scopes: req.scopes.clone(),
+        redirect_uri: req.redirect_uri.clone(),
+        nonce: req.nonce.clone(),
+        code_challenge: req.code_challenge.clone(),
+        auth_time,
+        session_id: Some(session_id),
+        request,
+        rule_scope: claims.scope_changed.then(|| claims.scope.clone()),
+        claims: serde_json::to_value(&claims).ok(),
+    };
+    let expires = unix_now() + state.config.code_lifetime as i64;
+    if let Err(e) = state
+        .store
+        .put_code(&sha256_hex(&code), &grant, expires)
+        .await
+    {
+        tracing::error!(error = %e, "storing the authorization code failed");
+        return req.error(state, "temporarily_unavailable", "try again later");
+    }
+    let mut params = vec![("code", code.as_str())];
+    if let Some(s) = req.state.as_deref() {
+        params.push(("state", s));
+    }
+    params.push(("iss", state.issuer.issuer()));
+    Redirect::to(&with_params(&req.redirect_uri, &params)).into_response()
+}
+
+/// The login form's fields.
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    authz: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /login`.
+pub async fn login(
+    State(state): State<Shared>,
+    peer: super::Peer,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let req = match validate(&state, &form.authz) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let Some(client) = state.config.client(&req.client_id) else {
+        return AuthorizeError::page("Unknown application", "").into_response();
+    };
+    let (csrf, set) = csrf_token(&state, &headers);
+    let again = |status: StatusCode, msg: &str| {
+        let page = pages::login_page(
+            client_name(client),
+            &req.raw,
+            &csrf,
+            Some(msg),
+            &form.username,
+        );
+        with_cookie(pages::html(status, page), set.clone())
+    };
+    if !csrf_ok(&headers, &form.csrf) {
+        return again(
+            StatusCode::FORBIDDEN,
+            "Your session expired or the form was tampered with. Please try again.",
+        );
+    }
+    let ip = client_ip(peer.as_ref().map(|e| &e.0));
+    if let Err(wait) = state.throttle.check(&form.username, &ip) {
+        return again(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("Too many failed attempts. Try again in {wait} seconds."),
+        );
+    }
+    let user = state.config.user_by_login(&form.username).cloned();
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| crate::password::dummy_hash().to_owned());
+    let password = form.password.clone();
+    // Argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
+    // against a dummy hash so both failures take the same time.
+    let ok = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(user) = user.filter(|_| ok) else {
+        state.throttle.failure(&form.username, &ip);
+        return again(StatusCode::UNAUTHORIZED, "Wrong email or password.");
+    };
+    state.throttle.success(&form.username);
+    let raw = random_token(32);
+    let now = unix_now();
+    let lifetime = state.config.session_lifetime as i64;
+    if let Err(e) = state
+        .store
+        .create_session(&sha256_hex(&raw), &user.user_id, now, now + lifetime)
+        .await
+    {
+        tracing::error!(error = %e, "storing the session failed");
+        return again(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is busy. Please try again.",
+        );
+    }
+    let fresh = Some((user.user_id.clone(), now, sha256_hex(&raw)));
+    let res = proceed(&state, req, &headers, peer.as_ref().map(|e| &e.0), fresh).await;
+    with_cookie(
+        with_cookie(
+            res,
+            Some(set_cookie(
+                SESSION_COOKIE,
+                &raw,
+                lifetime,
+                state.secure_cookies,
+            )),
+        ),
+        set,
+    )
+}
+
+/// The consent form's fields.
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    #[serde(default)]
+    authz: String,
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// `POST /consent`.
+pub async fn consent(
+    State(state): State<Shared>,
+    peer: super::Peer,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let req = match validate(&state, &form.authz) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if !csrf_ok(&headers, &form.csrf) {
+        return pages::html(
+            StatusCode::FORBIDDEN,
+            pages::error_page(
+                "Request refused",
+                "The form's security token is missing or wrong. Go back and try again.",
+            ),
+        );
+    }
+    let Some((user_id, auth_time, session_hash)) = session_user(&state, &headers).await else {
+        // The session ended: start over, which shows the login page.
+        return Redirect::to(&format!("/authorize?{}", req.raw)).into_response();
+    };
+    let (Some(client), Some(user)) = (
+        state.config.client(&req.client_id),
+        state.config.user(&user_id),
+    ) else {
+        return req.error(
+            &state,
+            "login_required",
+            "the session's user no longer exists",
+        );
+    };
+    if form.decision != "allow" {
+        return req.error(&state, "access_denied", "the user denied access");
+    }
+    if let Err(e) = state
+        .store
+        .save_consent(
+            &user.user_id,
+            &client.client_id,
+            req.audience.as_deref().unwrap_or(""),
+            &req.scopes,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "storing consent failed");
+        return req.error(&state, "temporarily_unavailable", "try again later");
+    }
+    finish(
+        &state,
+        &req,
+        client,
+        user,
+        auth_time,
+        &session_hash,
+        &headers,
+        peer.as_ref().map(|e| &e.0),
+    )
+    .await
+}
+
+/// `GET /logout`: ends the session.
+pub async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(raw) = cookie(&headers, SESSION_COOKIE) {
+        let _ = state.store.delete_session(&sha256_hex(&raw)).await;
+    }
+    with_cookie(
+        pages::html(
+            StatusCode::OK,
+            pages::error_page("Logged out", "You are logged out."),
+        ),
+        Some(set_cookie(SESSION_COOKIE, "", 0, state.secure_cookies)),
+    )
+}

@@ -1,0 +1,151 @@
+//! The token server: an axum router for `/authorize` (login and consent), `/oauth/token`,
+//! discovery, JWKS and userinfo, plus the shared state and the `serve` entry point.
+
+mod authorize;
+mod discovery;
+pub mod errors;
+pub mod pages;
+pub mod throttle;
+mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit};
+use axum::http::{HeaderMap, Request};
+use axum::routing::{get, post};
+use axum::Extension;
+use axum::Router;
+
+use crate::config::Config;
+use crate::issuer::Issuer;
+use crate::store::Store;
+use throttle::Throttle;
+
+/// Errors of starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {message}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        message: String,
+    },
+    /// The server stopped with an I/O error.
+    #[error("server error: {0}")]
+    Io(String),
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The tenant.
+    pub config: Arc<Config>,
+    /// Persistent state.
+    pub store: Store,
+    /// Rules and signing.
+    pub issuer: Arc<Issuer>,
+    /// Login throttling.
+    pub throttle: Throttle,
+    /// Whether cookies get `Secure` (everything but plain http on loopback).
+    pub secure_cookies: bool,
+}
+
+impl AppState {
+    /// State for a tenant; cookies are `Secure` unless the issuer is plain http on loopback.
+    pub fn new(config: Arc<Config>, store: Store, issuer: Arc<Issuer>) -> AppState {
+        let secure_cookies = !is_plain_http_loopback(&config.issuer);
+        AppState {
+            config,
+            store,
+            issuer,
+            throttle: Throttle::default(),
+            secure_cookies,
+        }
+    }
+}
+
+fn is_plain_http_loopback(issuer: &str) -> bool {
+    url::Url::parse(issuer).is_ok_and(|u| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            }
+    })
+}
+
+/// Shared state as handlers see it.
+pub type Shared = Arc<AppState>;
+
+/// The claimrules endpoints, ready to be served or `nest`ed under a prefix by a host app.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/authorize", get(authorize::authorize))
+        .route("/login", post(authorize::login))
+        .route("/consent", post(authorize::consent))
+        .route("/logout", get(authorize::logout))
+        .route("/oauth/token", post(token::token))
+        .route("/.well-known/jwks.json", get(discovery::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(discovery::openid_configuration),
+        )
+        .route(
+            "/userinfo",
+            get(discovery::userinfo).post(discovery::userinfo),
+        )
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// Adds one log line per request (method, path without query, status, latency); never the
+/// query, body or headers, which carry codes, tokens and secrets.
+pub fn with_request_log(router: Router) -> Router {
+    use tower_http::trace::TraceLayer;
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &Request<_>| {
+                tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+            })
+            .on_request(())
+            .on_response(
+                |res: &axum::http::Response<_>, latency: std::time::Duration, _span: &tracing::Span| {
+                    tracing::info!(status = res.status().as_u16(), latency_us = latency.as_micros() as u64, "request");
+                },
+            ),
+    )
+}
+
+/// The socket peer, when the server was started with connect info.
+pub(crate) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+
+/// The client IP: the socket peer (proxies' forwarding headers are not trusted by default).
+pub(crate) fn client_ip(connect: Option<&ConnectInfo<SocketAddr>>) -> String {
+    connect
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A cookie's value from the request headers.
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` when required.
+pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> String {
+    format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}

@@ -1,0 +1,532 @@
+//! `POST /oauth/token`: the authorization code and refresh token grants (the seed's step 2).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+
+use super::errors::TokenError;
+use super::{client_ip, Shared};
+use crate::config::ClientConfig;
+use crate::crypto::{
+    pkce_s256_matches, random_token, secrets_equal, sha256_hex, valid_pkce_verifier,
+};
+use crate::issuer::{unix_now, Issued, Protocol, RuleClaims, TokenRequest};
+use crate::rules::RuleError;
+use crate::store::{CodeRedemption, Grant, Rotation, StoreError};
+
+/// Fields a rule never sees in `context.request.body`.
+const SECRET_FIELDS: [&str; 4] = ["client_secret", "refresh_token", "code", "code_verifier"];
+
+/// Token request parameters, each at most once (RFC 6749 §3.2).
+#[derive(Debug, Default)]
+pub struct TokenParams(HashMap<String, String>);
+
+impl TokenParams {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Parses a form or JSON body.
+    pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TokenParams, TokenError> {
+        let ctype = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let mut map = HashMap::new();
+        if ctype.starts_with("application/json") {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| TokenError::invalid_request(format!("malformed JSON body: {e}")))?;
+            let Value::Object(obj) = value else {
+                return Err(TokenError::invalid_request(
+                    "the JSON body must be an object",
+                ));
+            };
+            for (k, v) in obj {
+                let v = match v {
+                    Value::String(s) => s,
+                    Value::Null => continue,
+                    _ => {
+                        return Err(TokenError::invalid_request(format!(
+                            "parameter {k} must be a string"
+                        )))
+                    }
+                };
+                map.insert(k, v);
+            }
+        } else if ctype.starts_with("application/x-www-form-urlencoded") || ctype.is_empty() {
+            if std::str::from_utf8(body).is_err() {
+                return Err(TokenError::invalid_request("the body is not UTF-8"));
+            }
+            for (k, v) in url::form_urlencoded::parse(body) {
+                if map.insert(k.to_string(), v.into_owned()).is_some() {
+                    return Err(TokenError::invalid_request(format!(
+                        "parameter {k} appears more than once"
+                    )));
+                }
+            }
+        } else {
+            return Err(TokenError::invalid_request(
+                "the body must be application/x-www-form-urlencoded or application/json",
+            ));
+        }
+        Ok(TokenParams(map))
+    }
+}
+
+fn store_failed(e: StoreError) -> TokenError {
+    tracing::error!(error = %e, "store failure at the token endpoint");
+    TokenError::unavailable()
+}
+
+/// Authenticates the client by HTTP Basic or `client_secret` in the body (constant-time
+/// comparison); a client without a secret is public and sends only `client_id`.
+fn authenticate<'a>(
+    state: &'a Shared,
+    headers: &HeaderMap,
+    params: &TokenParams,
+) -> Result<&'a ClientConfig, TokenError> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(v) => {
+            let v = v.to_str().unwrap_or("");
+            let Some(b64) = v
+                .strip_prefix("Basic ")
+                .or_else(|| v.strip_prefix("basic "))
+            else {
+                return Err(TokenError::invalid_client(
+                    "unsupported Authorization scheme",
+                ));
+            };
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| TokenError::invalid_client("malformed Basic credentials"))?;
+            let (id, secret) = decoded
+                .split_once(':')
+                .ok_or_else(|| TokenError::invalid_client("malformed Basic credentials"))?;
+            // RFC 6749 §2.3.1: both parts are form-urlencoded.
+            let dec = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Some((dec(id), dec(secret)))
+        }
+        None => None,
+    };
+    let (client_id, secret, via_basic) = match (&basic, params.get("client_secret")) {
+        (Some(_), Some(_)) => {
+            return Err(TokenError::invalid_request(
+                "use one client authentication method, not both",
+            ))
+        }
+        (Some((id, secret)), None) => {
+            if params.get("client_id").is_some_and(|b| b != id) {
+                return Err(TokenError::invalid_request(
+                    "client_id in the body differs from the Basic credentials",
+                ));
+            }
+            (id.clone(), Some(secret.clone()), true)
+        }
+        (None, secret) => {
+            let id = params
+                .get("client_id")
+                .ok_or_else(|| TokenError::invalid_client("client authentication is required"))?;
+            (id.to_owned(), secret.map(str::to_owned), false)
+        }
+    };
+    let err = |d: &str| TokenError {
+        basic: via_basic,
+        ..TokenError::invalid_client(d)
+    };
+    let client = state
+        .config
+        .client(&client_id)
+        .ok_or_else(|| err("client authentication failed"))?;
+    match (&client.client_secret, secret) {
+        (Some(expected), Some(given)) if secrets_equal(expected, &given) => Ok(client),
+        (None, None) => Ok(client),
+        _ => Err(err("client authentication failed")),
+    }
+}
+
+/// `POST /oauth/token`.
+pub async fn token(
+    State(state): State<Shared>,
+    peer: super::Peer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match handle(&state, peer.as_ref().map(|e| &e.0), &headers, &body).await {
+        Ok(v) => {
+            let mut res = Json(v).into_response();
+            let h = res.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    state: &Shared,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, TokenError> {
+    let params = TokenParams::parse(headers, body)?;
+    let grant_type = params
+        .get("grant_type")
+        .ok_or_else(|| TokenError::invalid_request("grant_type is required"))?
+        .to_owned();
+    if grant_type != "authorization_code" && grant_type != "refresh_token" {
+        return Err(TokenError::unsupported_grant_type(format!(
+            "grant_type {grant_type:?} is not supported"
+        )));
+    }
+    let client = authenticate(state, headers, &params)?;
+    if !client.grant_types.iter().any(|g| *g == grant_type) {
+        return Err(TokenError::unauthorized_client(format!(
+            "the client may not use the {grant_type} grant"
+        )));
+    }
+    if grant_type == "authorization_code" {
+        code_grant(state, client, &params).await
+    } else {
+        refresh_grant(state, client, &params, headers, connect).await
+    }
+}
+
+async fn code_grant(
+    state: &Shared,
+    client: &ClientConfig,
+    params: &TokenParams,
+) -> Result<Value, TokenError> {
+    let code = params
+        .get("code")
+        .ok_or_else(|| TokenError::invalid_request("code is required"))?;
+    let redirect_uri = params
+        .get("redirect_uri")
+        .ok_or_else(|| TokenError::invalid_request("redirect_uri is required"))?;
+    let verifier = params.get("code_verifier");
+    if verifier.is_some_and(|v| !valid_pkce_verifier(v)) {
+        return Err(TokenError::invalid_request(
+            "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
+        ));
+    }
+    let code_hash = sha256_hex(code);
+    let grant = match state
+        .store
+        .redeem_code(&code_hash, unix_now())
+        .await
+        .map_err(store_failed)?
+    {
+        CodeRedemption::Redeemed(g) => g,
+        CodeRedemption::Unknown => {
+            return Err(TokenError::invalid_grant("unknown authorization code"))
+        }
+        CodeRedemption::Expired => {
+            return Err(TokenError::invalid_grant("the authorization code expired"))
+        }
+        CodeRedemption::Replayed { family } => {
+            // RFC 6749 §4.1.2: a reused code revokes what was issued from it.
+            if let Some(f) = family {
+                state.store.revoke_family(&f).await.map_err(store_failed)?;
+            }
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed; its grant is revoked");
+            return Err(TokenError::invalid_grant(
+                "the authorization code was already used",
+            ));
+        }
+    };
+    if grant.client_id != client.client_id {
+        return Err(TokenError::invalid_grant(
+            "the code was issued to another client",
+        ));
+    }
+    if grant.redirect_uri != redirect_uri {
+        return Err(TokenError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    match (&grant.code_challenge, verifier) {
+        (Some(challenge), Some(v)) if pkce_s256_matches(v, challenge) => {}
+        (Some(_), Some(_)) => return Err(TokenError::invalid_grant("PKCE verification failed")),
+        (Some(_), None) => return Err(TokenError::invalid_grant("code_verifier is required")),
+        (None, Some(_)) => {
+            return Err(TokenError::invalid_grant(
+                "code_verifier sent but the authorization request had no code_challenge",
+            ))
+        }
+        (None, None) => {}
+    }
+    let claims: RuleClaims = grant
+        .claims
+        .clone()
+        .and_then(|c| serde_json::from_value(c).ok())
+        .ok_or_else(TokenError::server_error)?;
+    let issued = sign(state, client, &grant, claims, Protocol::AuthorizationCode).await?;
+    let refresh = if offline_allowed(state, client, &grant) {
+        let token = random_token(32);
+        let family = random_token(16);
+        state
+            .store
+            .put_refresh(&sha256_hex(&token), &family, &grant, refresh_expiry(state))
+            .await
+            .map_err(store_failed)?;
+        state
+            .store
+            .link_code_family(&code_hash, &family)
+            .await
+            .map_err(store_failed)?;
+        Some(token)
+    } else {
+        None
+    };
+    Ok(response(&issued, refresh))
+}
+
+fn refresh_expiry(state: &Shared) -> Option<i64> {
+    let l = state.config.refresh_token_lifetime;
+    (l > 0).then(|| unix_now() + l as i64)
+}
+
+fn offline_allowed(state: &Shared, client: &ClientConfig, grant: &Grant) -> bool {
+    grant.scopes.iter().any(|s| s == "offline_access")
+        && client.grant_types.iter().any(|g| g == "refresh_token")
+        && grant
+            .audience
+            .as_deref()
+            .and_then(|a| state.config.api(a))
+            .is_some_and(|a| a.allow_offline_access)
+}
+
+async fn sign(
+    state: &Shared,
+    client: &ClientConfig,
+    grant: &Grant,
+    claims: RuleClaims,
+    protocol: Protocol,
+) -> Result<Issued, TokenError> {
+    let issuer = state.issuer.clone();
+    let client = client.clone();
+    let api = grant
+        .audience
+        .as_deref()
+        .and_then(|a| state.config.api(a))
+        .cloned();
+    let grant = grant.clone();
+    tokio::task::spawn_blocking(move || {
+        let req = token_request(
+            &client,
+            api.as_ref(),
+            &grant,
+            claims.user.clone(),
+            protocol,
+            Value::Null,
+            0,
+        );
+        issuer.sign(&req, &claims)
+    })
+    .await
+    .map_err(|_| TokenError::server_error())?
+    .map_err(|e| {
+        tracing::error!(error = %e, "signing failed");
+        TokenError::server_error()
+    })
+}
+
+fn token_request<'a>(
+    client: &'a ClientConfig,
+    api: Option<&'a crate::config::ApiConfig>,
+    grant: &Grant,
+    user: Value,
+    protocol: Protocol,
+    request: Value,
+    logins_count: i64,
+) -> TokenRequest<'a> {
+    TokenRequest {
+        client,
+        api,
+        user,
+        scopes: grant.scopes.clone(),
+        base_scope: grant.rule_scope.clone(),
+        nonce: match protocol {
+            Protocol::AuthorizationCode => grant.nonce.clone(),
+            Protocol::RefreshToken => None,
+        },
+        auth_time: grant.auth_time,
+        protocol,
+        request,
+        logins_count,
+        session_id: grant.session_id.clone(),
+    }
+}
+
+fn response(issued: &Issued, refresh: Option<String>) -> Value {
+    let mut out = Map::new();
+    out.insert("access_token".into(), json!(issued.access_token));
+    out.insert("token_type".into(), json!("Bearer"));
+    out.insert("expires_in".into(), json!(issued.expires_in));
+    if let Some(id) = &issued.id_token {
+        out.insert("id_token".into(), json!(id));
+    }
+    if let Some(r) = refresh {
+        out.insert("refresh_token".into(), json!(r));
+    }
+    if issued.scope_changed {
+        out.insert("scope".into(), json!(issued.scope.join(" ")));
+    }
+    Value::Object(out)
+}
+
+async fn refresh_grant(
+    state: &Shared,
+    client: &ClientConfig,
+    params: &TokenParams,
+    headers: &HeaderMap,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+) -> Result<Value, TokenError> {
+    let token = params
+        .get("refresh_token")
+        .ok_or_else(|| TokenError::invalid_request("refresh_token is required"))?;
+    let old_hash = sha256_hex(token);
+    let now = unix_now();
+    let Some(mut grant) = state
+        .store
+        .refresh_grant(&old_hash, now)
+        .await
+        .map_err(store_failed)?
+    else {
+        // Unknown, expired, revoked or already used: rotate_refresh tells which, and revokes the
+        // family on reuse (RFC 9700 §4.14.2).
+        let outcome = state
+            .store
+            .rotate_refresh(&old_hash, &sha256_hex(&random_token(32)), now, None)
+            .await
+            .map_err(store_failed)?;
+        if let Rotation::Reused { .. } = outcome {
+            tracing::warn!(client_id = %client.client_id, "refresh token reused; its grant family is revoked");
+        }
+        return Err(TokenError::invalid_grant(
+            "the refresh token is invalid, expired or revoked",
+        ));
+    };
+    if grant.client_id != client.client_id {
+        return Err(TokenError::invalid_grant(
+            "the refresh token was issued to another client",
+        ));
+    }
+    if let Some(scope) = params.get("scope") {
+        let asked = crate::claims::split_scope(scope);
+        if let Some(extra) = asked.iter().find(|s| !grant.scopes.contains(s)) {
+            return Err(TokenError::invalid_scope(format!(
+                "scope {extra:?} was not granted originally"
+            )));
+        }
+        grant.scopes = asked;
+        if let Some(rs) = &mut grant.rule_scope {
+            rs.retain(|s| grant.scopes.contains(s));
+        }
+    }
+    let user = state
+        .config
+        .user(&grant.user_id)
+        .ok_or_else(|| TokenError::invalid_grant("the grant's user no longer exists"))?;
+    let logins = grant
+        .claims
+        .as_ref()
+        .and_then(|c| c.pointer("/user/logins_count"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let body: Map<String, Value> = params
+        .0
+        .iter()
+        .filter(|(k, _)| !SECRET_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let header_str = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let host = header_str(header::HOST);
+    let request = json!({
+        "query": {},
+        "body": body,
+        "ip": client_ip(connect),
+        "hostname": host.split(':').next().unwrap_or(""),
+        "userAgent": header_str(header::USER_AGENT),
+    });
+    let rule_user = user.to_rule_user(logins);
+    let issuer = state.issuer.clone();
+    let (client_owned, api) = (
+        client.clone(),
+        grant
+            .audience
+            .as_deref()
+            .and_then(|a| state.config.api(a))
+            .cloned(),
+    );
+    let g = grant.clone();
+    let claims = tokio::task::spawn_blocking(move || {
+        let req = token_request(
+            &client_owned,
+            api.as_ref(),
+            &g,
+            rule_user,
+            Protocol::RefreshToken,
+            request,
+            logins,
+        );
+        issuer.run_rules(&req)
+    })
+    .await
+    .map_err(|_| TokenError::server_error())?
+    .map_err(|e| match e {
+        RuleError::Denied { message, .. } => TokenError::invalid_grant(message),
+        other => {
+            tracing::error!(error = %other, "rule pipeline failed on refresh");
+            TokenError::server_error()
+        }
+    })?;
+    let new_token = random_token(32);
+    match state
+        .store
+        .rotate_refresh(
+            &old_hash,
+            &sha256_hex(&new_token),
+            now,
+            refresh_expiry(state),
+        )
+        .await
+        .map_err(store_failed)?
+    {
+        Rotation::Rotated { .. } => {}
+        Rotation::Reused { .. } => {
+            tracing::warn!(client_id = %client.client_id, "refresh token reused; its grant family is revoked");
+            return Err(TokenError::invalid_grant(
+                "the refresh token was already used",
+            ));
+        }
+        Rotation::Unknown | Rotation::Expired | Rotation::Revoked => {
+            return Err(TokenError::invalid_grant(
+                "the refresh token is invalid, expired or revoked",
+            ))
+        }
+    }
+    let issued = sign(state, client, &grant, claims, Protocol::RefreshToken).await?;
+    Ok(response(&issued, Some(new_token)))
+}

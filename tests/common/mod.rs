@@ -1,0 +1,352 @@
+//! Shared helpers of the server integration tests: a real server on a random loopback port,
+//! driven by a real HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use claimrules::serve::{prepare, ServeOptions};
+use regex::Regex;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+pub const CLIENT_ID: &str = "web";
+pub const CLIENT_SECRET: &str = "web-secret-0123456789";
+pub const PUBLIC_CLIENT: &str = "spa";
+pub const REDIRECT: &str = "http://127.0.0.1:4000/callback";
+pub const AUDIENCE: &str = "https://api.example.com";
+pub const ALICE: (&str, &str) = ("alice@example.com", "alice-password");
+pub const BOB: (&str, &str) = ("bob@example.com", "bob-password");
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn hashes() -> &'static (String, String) {
+    static H: OnceLock<(String, String)> = OnceLock::new();
+    H.get_or_init(|| {
+        (
+            claimrules::password::hash(ALICE.1).unwrap(),
+            claimrules::password::hash(BOB.1).unwrap(),
+        )
+    })
+}
+
+/// Writes a tenant config into `dir` (rules: the project's sample rules unless `rules` given).
+pub fn write_config(dir: &Path, rules: Option<&Path>, extra: &str) -> PathBuf {
+    let (ha, hb) = hashes();
+    let rules = rules
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"));
+    let text = format!(
+        r#"
+issuer = "http://127.0.0.1:1/"
+rules = "{rules}"
+data = "data"
+{extra}
+
+[[client]]
+client_id = "{CLIENT_ID}"
+name = "Web App"
+client_secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT}", "http://127.0.0.1:4000/other?x=1"]
+
+[[client]]
+client_id = "{PUBLIC_CLIENT}"
+name = "Single page app"
+redirect_uris = ["{REDIRECT}"]
+first_party = true
+
+[[client]]
+client_id = "demo-app"
+name = "Strict app"
+client_secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT}"]
+
+[[client]]
+client_id = "code-only"
+client_secret = "{CLIENT_SECRET}"
+redirect_uris = ["{REDIRECT}"]
+grant_types = ["authorization_code"]
+
+[[api]]
+identifier = "{AUDIENCE}"
+name = "Contacts API"
+scopes = ["read:contacts", "write:contacts"]
+allow_offline_access = true
+token_lifetime = 600
+
+[[api]]
+identifier = "https://no-offline.example.com"
+scopes = ["read:x"]
+
+[[user]]
+user_id = "auth0|alice"
+email = "{a}"
+username = "alice"
+email_verified = true
+name = "Alice Example"
+nickname = "alice"
+password_hash = "{ha}"
+app_metadata = {{ roles = ["admin"], plan = "pro" }}
+user_metadata = {{ theme = "dark" }}
+
+[[user]]
+user_id = "auth0|bob"
+email = "{b}"
+username = "bob"
+email_verified = false
+name = "Bob Example"
+password_hash = "{hb}"
+app_metadata = {{ roles = ["viewer"], plan = "free" }}
+"#,
+        rules = rules.display().to_string().replace('\\', "\\\\"),
+        a = ALICE.0,
+        b = BOB.0,
+    );
+    let path = dir.join("claimrules.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    handle: tokio::task::JoinHandle<()>,
+    pub state: std::sync::Arc<claimrules::server::AppState>,
+}
+
+impl TestServer {
+    /// Starts a server for the config in `dir` (its issuer is rewritten to the bound port).
+    pub async fn start(dir: &Path) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cfg_path = dir.join("claimrules.toml");
+        let text = std::fs::read_to_string(&cfg_path).unwrap();
+        let re = Regex::new(r#"(?m)^issuer = ".*"$"#).unwrap();
+        let text = re
+            .replace(&text, format!("issuer = \"http://{addr}/\"").as_str())
+            .into_owned();
+        std::fs::write(&cfg_path, text).unwrap();
+        let prepared = prepare(&ServeOptions {
+            config: Some(cfg_path),
+            no_watch: true,
+            ..Default::default()
+        })
+        .await
+        .expect("server prepares");
+        let state = prepared.state.clone();
+        let app = claimrules::serve::app(&prepared);
+        let handle = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        TestServer {
+            base: format!("http://{addr}"),
+            addr,
+            dir: dir.to_path_buf(),
+            handle,
+            state,
+        }
+    }
+
+    pub fn stop(self) {
+        self.handle.abort();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn jwks(&self) -> Value {
+        reqwest::get(self.url("/.well-known/jwks.json"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A hidden input's value in an HTML page.
+pub fn hidden(html: &str, name: &str) -> Option<String> {
+    let re = Regex::new(&format!(r#"name="{name}" value="([^"]*)""#)).unwrap();
+    re.captures(html).map(|c| {
+        c[1].replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&#39;", "'")
+    })
+}
+
+/// Standard authorize parameters for the confidential client with PKCE.
+pub fn authorize_params(scope: &str) -> Vec<(String, String)> {
+    vec![
+        ("response_type".into(), "code".into()),
+        ("client_id".into(), CLIENT_ID.into()),
+        ("redirect_uri".into(), REDIRECT.into()),
+        ("scope".into(), scope.into()),
+        ("audience".into(), AUDIENCE.into()),
+        ("state".into(), "st-123".into()),
+        ("nonce".into(), "n-456".into()),
+        ("code_challenge".into(), CHALLENGE.into()),
+        ("code_challenge_method".into(), "S256".into()),
+    ]
+}
+
+pub fn authorize_url(server: &TestServer, params: &[(String, String)]) -> String {
+    format!(
+        "{}/authorize?{}",
+        server.base,
+        serde_urlencoded::to_string(params).unwrap()
+    )
+}
+
+/// Query parameters of a redirect `Location`.
+pub fn location_params(res: &reqwest::Response) -> Vec<(String, String)> {
+    let loc = res
+        .headers()
+        .get("location")
+        .expect("a Location header")
+        .to_str()
+        .unwrap();
+    let url = url::Url::parse(loc).expect("absolute Location");
+    url.query_pairs().into_owned().collect()
+}
+
+pub fn param(params: &[(String, String)], k: &str) -> Option<String> {
+    params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}
+
+/// Runs login (+ consent when asked) in `client` and returns the final redirect response.
+pub async fn login_and_consent(
+    server: &TestServer,
+    client: &reqwest::Client,
+    params: &[(String, String)],
+    user: (&str, &str),
+) -> reqwest::Response {
+    let res = client
+        .get(authorize_url(server, params))
+        .send()
+        .await
+        .unwrap();
+    if res.status().is_redirection() {
+        return res;
+    }
+    assert_eq!(res.status(), 200, "login page expected");
+    let html = res.text().await.unwrap();
+    let authz = hidden(&html, "authz").expect("authz field");
+    let csrf = hidden(&html, "csrf").expect("csrf field");
+    let res = client
+        .post(server.url("/login"))
+        .form(&[
+            ("authz", authz.as_str()),
+            ("csrf", csrf.as_str()),
+            ("username", user.0),
+            ("password", user.1),
+        ])
+        .send()
+        .await
+        .unwrap();
+    consent_if_asked(server, client, res, "allow").await
+}
+
+/// When `res` is the consent page, answers it with `decision`.
+pub async fn consent_if_asked(
+    server: &TestServer,
+    client: &reqwest::Client,
+    res: reqwest::Response,
+    decision: &str,
+) -> reqwest::Response {
+    if res.status() != 200 {
+        return res;
+    }
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("action=\"/consent\""),
+        "consent page expected: {html}"
+    );
+    let authz = hidden(&html, "authz").unwrap();
+    let csrf = hidden(&html, "csrf").unwrap();
+    client
+        .post(server.url("/consent"))
+        .form(&[
+            ("authz", authz.as_str()),
+            ("csrf", csrf.as_str()),
+            ("decision", decision),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Full flow to a code.
+pub async fn get_code(server: &TestServer, scope: &str, user: (&str, &str)) -> String {
+    let client = browser();
+    let res = login_and_consent(server, &client, &authorize_params(scope), user).await;
+    assert_eq!(res.status(), 303, "redirect with code expected");
+    let p = location_params(&res);
+    assert_eq!(param(&p, "state").as_deref(), Some("st-123"));
+    param(&p, "code").expect("code in redirect")
+}
+
+/// Exchanges a code with the confidential client (form body, secret in the body).
+pub async fn exchange(server: &TestServer, code: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn refresh(server: &TestServer, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(server.url("/oauth/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Decodes a JWT's payload without verifying (tests verify separately).
+pub fn payload(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let part = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+pub fn header(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let part = jwt.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

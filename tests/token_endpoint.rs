@@ -1,0 +1,631 @@
+//! The token endpoint over real HTTP: code exchange, refresh rotation, PKCE, replay, restart
+//! persistence, key roll-over, and the RFC 6749 §5.2 error table.
+
+mod common;
+
+use claimrules::issuer::verify::{verify, VerifyOptions};
+use common::*;
+use serde_json::{json, Value};
+
+const SCOPE: &str = "openid profile email offline_access read:contacts write:contacts";
+
+async fn server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), None, "");
+    let s = TestServer::start(dir.path()).await;
+    (dir, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_exchange_issues_tokens_with_the_sample_rules_claims() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let res = exchange(&s, &code).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 600);
+    assert!(body["refresh_token"].is_string());
+    assert!(
+        body.get("scope").is_none(),
+        "admin keeps the requested scope: {body}"
+    );
+    let at = body["access_token"].as_str().unwrap();
+    let id = body["id_token"].as_str().unwrap();
+    assert_eq!(header(at)["typ"], "at+jwt");
+    assert!(header(at)["kid"].is_string());
+
+    let jwks = s.jwks().await;
+    let iss = format!("{}/", s.base);
+    let claims = verify(
+        at,
+        &jwks,
+        &VerifyOptions::new(&iss, AUDIENCE).require_scope("read:contacts"),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "auth0|alice");
+    assert_eq!(claims["azp"], CLIENT_ID);
+    assert_eq!(claims["aud"], json!([AUDIENCE, format!("{iss}userinfo")]));
+    assert_eq!(claims["https://example.com/roles"], json!(["admin"]));
+    assert_eq!(claims["https://example.com/plan"], "pro");
+    assert_eq!(claims["scope"], SCOPE);
+
+    let idc = verify(id, &jwks, &VerifyOptions::new(&iss, CLIENT_ID)).unwrap();
+    assert_eq!(idc["nonce"], "n-456");
+    assert_eq!(idc["email"], ALICE.0);
+    assert_eq!(idc["name"], "Alice Example");
+    assert_eq!(idc["https://example.com/theme"], "dark");
+    assert_eq!(idc["https://example.com/logins_count"], 1);
+    assert!(idc["auth_time"].is_i64());
+    // at_hash: left half of SHA-256 of the access token.
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(at.as_bytes());
+    assert_eq!(idc["at_hash"], claimrules::crypto::b64url(&h[..16]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_body_and_basic_auth_both_work() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, "openid read:contacts", ALICE).await;
+    let res = reqwest::Client::new()
+        .post(s.url("/oauth/token"))
+        .json(
+            &json!({"grant_type": "authorization_code", "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET, "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": VERIFIER}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no offline_access, no refresh token"
+    );
+
+    let code = get_code(&s, "openid read:contacts", ALICE).await;
+    let res = reqwest::Client::new()
+        .post(s.url("/oauth/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_rewritten_by_a_rule_is_returned() {
+    let (_d, s) = server().await;
+    // The sample rule removes write scopes for non-admins; bob is a viewer (client "web" does not
+    // require verified emails).
+    let code = get_code(&s, SCOPE, BOB).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    assert_eq!(
+        body["scope"],
+        "openid profile email offline_access read:contacts"
+    );
+    assert_eq!(
+        payload(body["access_token"].as_str().unwrap())["scope"],
+        body["scope"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_code_is_rejected_and_revokes_its_refresh_token() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let first: Value = exchange(&s, &code).await.json().await.unwrap();
+    let rt = first["refresh_token"].as_str().unwrap().to_owned();
+    let second = exchange(&s, &code).await;
+    assert_eq!(second.status(), 400);
+    let err: Value = second.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_grant");
+    let res = refresh(&s, &rt).await;
+    assert_eq!(
+        res.status(),
+        400,
+        "refresh token from a replayed code is revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_rotates_and_reruns_rules_with_the_refresh_protocol() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let rt1 = body["refresh_token"].as_str().unwrap().to_owned();
+    let res = refresh(&s, &rt1).await;
+    assert_eq!(res.status(), 200);
+    let b2: Value = res.json().await.unwrap();
+    let rt2 = b2["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(rt1, rt2);
+    let at = payload(b2["access_token"].as_str().unwrap());
+    assert_eq!(at["https://example.com/refreshed"], true);
+    assert_eq!(at["https://example.com/roles"], json!(["admin"]));
+    assert!(b2["id_token"].is_string());
+    // The old token stops working, and presenting it revokes the family (reuse detection).
+    assert_eq!(refresh(&s, &rt1).await.status(), 400);
+    assert_eq!(
+        refresh(&s, &rt2).await.status(),
+        400,
+        "reuse of rt1 revoked rt2 too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkce_verifier_is_checked() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, "openid", ALICE).await;
+    let res = reqwest::Client::new()
+        .post(s.url("/oauth/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            (
+                "code_verifier",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_refresh_tokens_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), None, "");
+    let s = TestServer::start(dir.path()).await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let rt = body["refresh_token"].as_str().unwrap().to_owned();
+    let at = body["access_token"].as_str().unwrap().to_owned();
+    let kid = header(&at)["kid"].clone();
+    s.stop();
+    let s2 = TestServer::start(dir.path()).await;
+    let res = refresh(&s2, &rt).await;
+    assert_eq!(res.status(), 200, "refresh works after a restart");
+    let b2: Value = res.json().await.unwrap();
+    assert_eq!(
+        header(b2["access_token"].as_str().unwrap())["kid"],
+        kid,
+        "same key reused"
+    );
+    // The first server's token still verifies against the new process's JWKS... with its issuer.
+    let jwks = s2.jwks().await;
+    let iss = payload(&at)["iss"].as_str().unwrap().to_owned();
+    assert!(verify(&at, &jwks, &VerifyOptions::new(&iss, AUDIENCE)).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_roll_over_publishes_both_keys_and_signs_with_the_new_one() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, "openid read:contacts", ALICE).await;
+    let old: Value = exchange(&s, &code).await.json().await.unwrap();
+    let old_at = old["access_token"].as_str().unwrap().to_owned();
+
+    let key =
+        claimrules::issuer::SigningKey::generate(claimrules::config::SigningAlg::ES256).unwrap();
+    let now = claimrules::issuer::unix_now();
+    s.state
+        .store
+        .put_key(&claimrules::store::StoredKey {
+            kid: key.kid().into(),
+            alg: "ES256".into(),
+            private_pkcs8_der: key.pkcs8_der().to_vec(),
+            created_at: now,
+            activates_at: now,
+            retires_at: None,
+        })
+        .await
+        .unwrap();
+    claimrules::serve::refresh_keys(&s.state).await.unwrap();
+
+    let jwks = s.jwks().await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    let code = get_code(&s, "openid read:contacts", ALICE).await;
+    let new: Value = exchange(&s, &code).await.json().await.unwrap();
+    let new_at = new["access_token"].as_str().unwrap();
+    assert_eq!(header(new_at)["kid"], key.kid());
+    assert_eq!(header(new_at)["alg"], "ES256");
+    let iss = format!("{}/", s.base);
+    assert!(verify(&old_at, &jwks, &VerifyOptions::new(&iss, AUDIENCE)).is_ok());
+    assert!(verify(new_at, &jwks, &VerifyOptions::new(&iss, AUDIENCE)).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_and_userinfo() {
+    let (_d, s) = server().await;
+    let d: Value = reqwest::get(s.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], format!("{}/", s.base));
+    assert_eq!(d["token_endpoint"], format!("{}/oauth/token", s.base));
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+    let code = get_code(&s, "openid profile email read:contacts", ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let at = body["access_token"].as_str().unwrap();
+    let ui = reqwest::Client::new()
+        .get(s.url("/userinfo"))
+        .bearer_auth(at)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    let ui: Value = ui.json().await.unwrap();
+    assert_eq!(ui["sub"], "auth0|alice");
+    assert_eq!(ui["email"], ALICE.0);
+    let bad = reqwest::Client::new()
+        .get(s.url("/userinfo"))
+        .bearer_auth("x.y.z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert!(bad.headers().contains_key("www-authenticate"));
+}
+
+/// One row of the error table: a request body (form) and optional Basic credentials.
+struct Case {
+    name: &'static str,
+    form: Vec<(&'static str, String)>,
+    basic: Option<(&'static str, &'static str)>,
+    json: Option<&'static str>,
+    status: u16,
+    error: &'static str,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_errors_follow_rfc6749() {
+    let (_d, s) = server().await;
+    let fresh = |s: &TestServer| {
+        let s = s.base.clone();
+        async move { s }
+    };
+    let _ = fresh(&s).await;
+    // Codes used by several rows; each row that consumes one gets its own.
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(get_code(&s, SCOPE, ALICE).await);
+    }
+    let expired = {
+        // A code past its lifetime, minted through the store.
+        let g = claimrules::store::Grant {
+            client_id: CLIENT_ID.into(),
+            user_id: "auth0|alice".into(),
+            audience: Some(AUDIENCE.into()),
+            scopes: vec!["openid".into()],
+            redirect_uri: REDIRECT.into(),
+            nonce: None,
+            code_challenge: None,
+            auth_time: 0,
+            session_id: None,
+            request: json!({}),
+            rule_scope: None,
+            claims: None,
+        };
+        s.state
+            .store
+            .put_code(&claimrules::crypto::sha256_hex("expired-code"), &g, 1)
+            .await
+            .unwrap();
+        "expired-code".to_string()
+    };
+    let base = |code: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("grant_type", "authorization_code".into()),
+            ("client_id", CLIENT_ID.into()),
+            ("client_secret", CLIENT_SECRET.into()),
+            ("code", code.into()),
+            ("redirect_uri", REDIRECT.into()),
+            ("code_verifier", VERIFIER.into()),
+        ]
+    };
+    let without = |mut v: Vec<(&'static str, String)>, k: &str| {
+        v.retain(|(n, _)| *n != k);
+        v
+    };
+    let with = |mut v: Vec<(&'static str, String)>, k: &'static str, val: &str| {
+        v.retain(|(n, _)| *n != k);
+        v.push((k, val.into()));
+        v
+    };
+    let c = |i: usize| codes[i].clone();
+    let cases = vec![
+        Case {
+            name: "no grant_type",
+            form: without(base(&c(0)), "grant_type"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "unknown grant_type",
+            form: with(base(&c(0)), "grant_type", "password"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "unsupported_grant_type",
+        },
+        Case {
+            name: "client_credentials unsupported",
+            form: with(base(&c(0)), "grant_type", "client_credentials"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "unsupported_grant_type",
+        },
+        Case {
+            name: "unknown client",
+            form: with(base(&c(0)), "client_id", "nobody"),
+            basic: None,
+            json: None,
+            status: 401,
+            error: "invalid_client",
+        },
+        Case {
+            name: "wrong secret",
+            form: with(base(&c(0)), "client_secret", "wrong"),
+            basic: None,
+            json: None,
+            status: 401,
+            error: "invalid_client",
+        },
+        Case {
+            name: "no client auth",
+            form: without(without(base(&c(0)), "client_id"), "client_secret"),
+            basic: None,
+            json: None,
+            status: 401,
+            error: "invalid_client",
+        },
+        Case {
+            name: "missing secret for confidential client",
+            form: without(base(&c(0)), "client_secret"),
+            basic: None,
+            json: None,
+            status: 401,
+            error: "invalid_client",
+        },
+        Case {
+            name: "wrong Basic secret",
+            form: without(without(base(&c(0)), "client_id"), "client_secret"),
+            basic: Some((CLIENT_ID, "nope")),
+            json: None,
+            status: 401,
+            error: "invalid_client",
+        },
+        Case {
+            name: "Basic and body secret",
+            form: base(&c(0)),
+            basic: Some((CLIENT_ID, CLIENT_SECRET)),
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "missing code",
+            form: without(base(&c(0)), "code"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "unknown code",
+            form: with(base(&c(0)), "code", "not-a-code"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "expired code",
+            form: with(without(base(&expired), "code_verifier"), "code", &expired),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "missing redirect_uri",
+            form: without(base(&c(0)), "redirect_uri"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "redirect_uri mismatch",
+            form: with(
+                base(&c(1)),
+                "redirect_uri",
+                "http://127.0.0.1:4000/callback/",
+            ),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "redirect_uri case change",
+            form: with(
+                base(&c(2)),
+                "redirect_uri",
+                "http://127.0.0.1:4000/Callback",
+            ),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "wrong verifier",
+            form: with(base(&c(3)), "code_verifier", &"b".repeat(43)),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "missing verifier",
+            form: without(base(&c(4)), "code_verifier"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "short verifier",
+            form: with(base(&c(5)), "code_verifier", "short"),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "overlong verifier",
+            form: with(base(&c(5)), "code_verifier", &"a".repeat(129)),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "code of another client",
+            form: with(
+                with(base(&c(6)), "client_id", "demo-app"),
+                "client_secret",
+                CLIENT_SECRET,
+            ),
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "refresh grant not allowed",
+            form: vec![
+                ("grant_type", "refresh_token".into()),
+                ("client_id", "code-only".into()),
+                ("client_secret", CLIENT_SECRET.into()),
+                ("refresh_token", "x".into()),
+            ],
+            basic: None,
+            json: None,
+            status: 400,
+            error: "unauthorized_client",
+        },
+        Case {
+            name: "missing refresh_token",
+            form: vec![
+                ("grant_type", "refresh_token".into()),
+                ("client_id", CLIENT_ID.into()),
+                ("client_secret", CLIENT_SECRET.into()),
+            ],
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "unknown refresh_token",
+            form: vec![
+                ("grant_type", "refresh_token".into()),
+                ("client_id", CLIENT_ID.into()),
+                ("client_secret", CLIENT_SECRET.into()),
+                ("refresh_token", "nope".into()),
+            ],
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_grant",
+        },
+        Case {
+            name: "malformed JSON",
+            form: vec![],
+            basic: None,
+            json: Some("{\"grant_type\": "),
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "JSON array body",
+            form: vec![],
+            basic: None,
+            json: Some("[1,2]"),
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "JSON non-string value",
+            form: vec![],
+            basic: None,
+            json: Some("{\"grant_type\": 5}"),
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "repeated parameter",
+            form: {
+                let mut v = base(&c(7));
+                v.push(("code", "again".into()));
+                v
+            },
+            basic: None,
+            json: None,
+            status: 400,
+            error: "invalid_request",
+        },
+        Case {
+            name: "public client with secret",
+            form: with(
+                with(base(&c(7)), "client_id", PUBLIC_CLIENT),
+                "client_secret",
+                "x",
+            ),
+            basic: None,
+            json: None,
+            status: 401,
+            error: "invalid_client",
+        },
+    ];
+    assert!(cases.len() >= 25);
+    let http = reqwest::Client::new();
+    for case in cases {
+        let mut req = http.post(s.url("/oauth/token"));
+        if let Some((u, p)) = case.basic {
+            req = req.basic_auth(u, Some(p));
+        }
+        req = match case.json {
+            Some(j) => req.header("content-type", "application/json").body(j),
+            None => req.form(&case.form),
+        };
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap_or(json!(null));
+        assert_eq!(status, case.status, "{}: {body}", case.name);
+        assert_eq!(body["error"], case.error, "{}: {body}", case.name);
+        assert!(body["error_description"].is_string(), "{}", case.name);
+        assert!(body.get("access_token").is_none(), "{}", case.name);
+    }
+}
