@@ -777,7 +777,9 @@ fn declaration_scope() -> Scope<'static> {
     let mut scope = Scope::new();
     scope.push_dynamic("user", Dynamic::from_map(Default::default()));
     scope.push_dynamic("context", Dynamic::from_map(Default::default()));
-    scope.push_constant_dynamic("configuration", Dynamic::from_map(Default::default()));
+    // Not a constant here: rhai's optimizer would inline the empty placeholder map into the
+    // AST. The run-time scope pushes the real configuration as a constant (read-only).
+    scope.push_dynamic("configuration", Dynamic::from_map(Default::default()));
     scope
 }
 
