@@ -8,6 +8,7 @@
 
 pub mod claims;
 pub mod rules;
+pub mod store;
 pub mod watch;
 
 pub use rules::{Outcome, RuleError, RuleSet};

@@ -1,0 +1,480 @@
+//! Persistence for the token server: authorization codes, refresh tokens (with their grant
+//! family), consents, login sessions, login counters and signing keys.
+//!
+//! One [`Store`] API, two engines chosen by the URL scheme: SQLite (`sqlite://PATH`, the embedded
+//! default) and PostgreSQL (`postgres://…`, for several instances sharing one database). Schema
+//! migrations are embedded in the binary and run when the store opens; a database whose schema is
+//! newer than this binary knows is refused.
+//!
+//! The store never sees raw secrets: codes, refresh tokens and session cookies are keyed by the
+//! SHA-256 hex digest the caller computed. Times are unix seconds supplied by the caller (`now`),
+//! so the clock can be pinned in tests; a row with `expires_at <= now` is expired.
+
+mod sqlite;
+
+use std::future::Future;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use self::sqlite::SqliteStore;
+
+/// Everything an authorization code or a refresh token stands for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
+    /// The client the grant was issued to.
+    pub client_id: String,
+    /// The user who logged in.
+    pub user_id: String,
+    /// The API identifier (`audience`) requested, if any.
+    pub audience: Option<String>,
+    /// Granted scopes (as requested and consented).
+    pub scopes: Vec<String>,
+    /// The `redirect_uri` sent to `/authorize`, compared byte for byte at the token endpoint.
+    pub redirect_uri: String,
+    /// The OIDC `nonce` sent to `/authorize`, if any.
+    pub nonce: Option<String>,
+    /// The PKCE S256 challenge (codes only).
+    pub code_challenge: Option<String>,
+    /// Unix seconds of the login.
+    pub auth_time: i64,
+    /// The login session, if any.
+    pub session_id: Option<String>,
+    /// `context.request` of the login (query, ip, hostname, userAgent).
+    pub request: serde_json::Value,
+    /// The scope the rules rewrote at login, if any.
+    pub rule_scope: Option<Vec<String>>,
+}
+
+/// A signing key as stored: the private key in PKCS#8 DER and its life cycle.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key id, published as `kid` in the JWKS and in token headers.
+    pub kid: String,
+    /// JWS algorithm name (`RS256`, `ES256`, `EdDSA`).
+    pub alg: String,
+    /// The private key, PKCS#8 DER.
+    pub private_pkcs8_der: Vec<u8>,
+    /// Unix seconds when the key was created (and published).
+    pub created_at: i64,
+    /// Unix seconds from which the key may sign (publication precedes use).
+    pub activates_at: i64,
+    /// Unix seconds after which the key no longer verifies, if it is retired.
+    pub retires_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    // Never print the private key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("private_pkcs8_der", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
+            .field("retires_at", &self.retires_at)
+            .finish()
+    }
+}
+
+/// A login session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The logged-in user.
+    pub user_id: String,
+    /// Unix seconds of the login.
+    pub auth_time: i64,
+    /// Unix seconds when the session ends.
+    pub expires_at: i64,
+}
+
+/// The result of presenting an authorization code.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CodeRedemption {
+    /// First use of a valid code: its grant.
+    Redeemed(Grant),
+    /// No such code.
+    Unknown,
+    /// The code expired before it was used.
+    Expired,
+    /// The code was already redeemed. `family` is the refresh-token family issued from it, if one
+    /// was linked; the store has already revoked that family (RFC 6749 §4.1.2).
+    Replayed {
+        /// The grant family linked with [`Store::link_code_family`], if any.
+        family: Option<String>,
+    },
+}
+
+/// The result of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rotation {
+    /// The old token is now used and the new one is valid in the same family.
+    Rotated {
+        /// The grant the family stands for.
+        grant: Grant,
+        /// The family (grant id).
+        family: String,
+    },
+    /// No such token.
+    Unknown,
+    /// The token expired.
+    Expired,
+    /// The token had already been rotated: the whole family is now revoked (RFC 9700 §4.14.2).
+    Reused {
+        /// The family that was revoked.
+        family: String,
+    },
+    /// The token's family was revoked earlier.
+    Revoked,
+}
+
+/// Errors of the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no supported engine.
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The URL is malformed or asks for something the store refuses.
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {message}")]
+    Folder {
+        /// The folder.
+        path: String,
+        /// The operating system's message.
+        message: String,
+    },
+    /// The database cannot be reached (connection refused or lost, pool exhausted, busy).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database was written by a newer claimrules.
+    #[error(
+        "the database schema is version {found}, newer than this claimrules supports \
+         (version {supported}); upgrade claimrules or use another database"
+    )]
+    SchemaTooNew {
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this binary knows.
+        supported: i64,
+    },
+    /// An embedded migration failed.
+    #[error("database migration to schema version {version} failed: {message}")]
+    Migration {
+        /// The migration's version.
+        version: i64,
+        /// The database's message.
+        message: String,
+    },
+    /// A row with the same key already exists.
+    #[error("already stored: {0}")]
+    Conflict(String),
+    /// The row to change does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A stored value could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl StoreError {
+    /// Maps a sqlx error, telling connection trouble (`Unavailable`) and duplicates (`Conflict`)
+    /// apart from other failures.
+    pub(crate) fn from_sqlx(e: sqlx::Error) -> StoreError {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::Database(db) => {
+                if db.is_unique_violation() {
+                    return StoreError::Conflict(db.message().to_string());
+                }
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after busy_timeout, SQLITE_IOERR (10)
+                // and SQLITE_CANTOPEN (14) (primary codes; extended codes keep them in the low
+                // byte). PostgreSQL: class 08 (connection exception), 57P01-57P03 (shutdown).
+                let transient = match code.parse::<i64>() {
+                    Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 14),
+                    Err(_) => code.starts_with("08") || code.starts_with("57P"),
+                };
+                if transient {
+                    StoreError::Unavailable(e.to_string())
+                } else {
+                    StoreError::Database(e.to_string())
+                }
+            }
+            _ => StoreError::Database(e.to_string()),
+        }
+    }
+}
+
+/// The persistence layer: cheap to clone, `Send + Sync`; every clone shares the same database.
+#[derive(Clone)]
+pub struct Store {
+    engine: Engine,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Sqlite(SqliteStore),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let engine = match &self.engine {
+            Engine::Sqlite(_) => "sqlite",
+        };
+        f.debug_struct("Store").field("engine", &engine).finish()
+    }
+}
+
+/// Serializes a grant for storage.
+pub(crate) fn encode_grant(grant: &Grant) -> Result<String, StoreError> {
+    serde_json::to_string(grant).map_err(|e| StoreError::Corrupt(format!("grant: {e}")))
+}
+
+/// Reads a stored grant back.
+pub(crate) fn decode_grant(json: &str) -> Result<Grant, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("grant: {e}")))
+}
+
+/// Stores a scope set in a canonical form (sorted, without duplicates).
+pub(crate) fn encode_scopes(scopes: &[String]) -> Result<String, StoreError> {
+    let mut set: Vec<&String> = scopes.iter().collect();
+    set.sort();
+    set.dedup();
+    serde_json::to_string(&set).map_err(|e| StoreError::Corrupt(format!("scopes: {e}")))
+}
+
+/// Whether the stored scope set (JSON array) contains every requested scope.
+pub(crate) fn scopes_cover(stored_json: &str, requested: &[String]) -> Result<bool, StoreError> {
+    let stored: Vec<String> = serde_json::from_str(stored_json)
+        .map_err(|e| StoreError::Corrupt(format!("consent scopes: {e}")))?;
+    Ok(requested.iter().all(|s| stored.contains(s)))
+}
+
+impl Store {
+    /// Opens (and migrates) the database named by `url`: `sqlite://path/claimrules.db` (the file
+    /// and its folder are created if missing) or `postgres://…`. Refuses a schema newer than this
+    /// binary knows with [`StoreError::SchemaTooNew`].
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(Store {
+                engine: Engine::Sqlite(SqliteStore::open_url(url).await?),
+            }),
+            _ => Err(StoreError::UnsupportedUrl(url.to_string())),
+        }
+    }
+
+    /// Opens the SQLite database `claimrules.db` in `data_dir`, creating the folder and the file
+    /// if missing.
+    pub async fn open_in_folder(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Folder {
+            path: data_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Store {
+            engine: Engine::Sqlite(SqliteStore::open_file(&data_dir.join("claimrules.db")).await?),
+        })
+    }
+
+    /// Stores an authorization code (by the SHA-256 hex of the code) with its grant.
+    pub async fn put_code(
+        &self,
+        code_hash: &str,
+        grant: &Grant,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.put_code(code_hash, grant, expires_at).await,
+        }
+    }
+
+    /// Redeems a code, atomically single-use: of concurrent callers exactly one gets
+    /// [`CodeRedemption::Redeemed`]; later calls get [`CodeRedemption::Replayed`], and the family
+    /// linked to the code (if any) is revoked in the same transaction.
+    pub async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<CodeRedemption, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.redeem_code(code_hash, now).await,
+        }
+    }
+
+    /// Links the refresh-token family issued from a redeemed code, so a replay of the code can
+    /// revoke it. If the code was already replayed meanwhile, the family is revoked at once. An
+    /// unknown (e.g. purged) code is ignored.
+    pub async fn link_code_family(&self, code_hash: &str, family: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.link_code_family(code_hash, family).await,
+        }
+    }
+
+    /// Stores a refresh token in `family` (the grant id shared by a chain of rotations), creating
+    /// the family with `grant` or updating its grant.
+    pub async fn put_refresh(
+        &self,
+        token_hash: &str,
+        family: &str,
+        grant: &Grant,
+        expires_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.put_refresh(token_hash, family, grant, expires_at).await,
+        }
+    }
+
+    /// Rotates a refresh token in one transaction: the old token is marked used and the new one
+    /// stored in the same family. Presenting an already-used token revokes the whole family
+    /// ([`Rotation::Reused`]); of concurrent rotations of one token exactly one succeeds.
+    pub async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+    ) -> Result<Rotation, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => {
+                s.rotate_refresh(old_hash, new_hash, now, new_expires_at)
+                    .await
+            }
+        }
+    }
+
+    /// Revokes every refresh token of a family (no-op for an unknown family).
+    pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.revoke_family(family).await,
+        }
+    }
+
+    /// The grant of a valid (unexpired, unused, unrevoked) refresh token, read-only.
+    pub async fn refresh_grant(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<Grant>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.refresh_grant(token_hash, now).await,
+        }
+    }
+
+    /// Whether the consent stored for (user, client, audience) covers every requested scope.
+    pub async fn consent_covers(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<bool, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.consent_covers(user_id, client_id, audience, scopes).await,
+        }
+    }
+
+    /// Stores the consented scopes for (user, client, audience), replacing the previous set.
+    pub async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.save_consent(user_id, client_id, audience, scopes).await,
+        }
+    }
+
+    /// Stores a login session keyed by the SHA-256 hex of the cookie value.
+    pub async fn create_session(
+        &self,
+        session_hash: &str,
+        user_id: &str,
+        auth_time: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => {
+                s.create_session(session_hash, user_id, auth_time, expires_at)
+                    .await
+            }
+        }
+    }
+
+    /// The session, if it exists and has not expired at `now`.
+    pub async fn session(
+        &self,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.session(session_hash, now).await,
+        }
+    }
+
+    /// Ends a session (no-op when unknown).
+    pub async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.delete_session(session_hash).await,
+        }
+    }
+
+    /// Counts one more login of `user_id` and returns the new count (a first login gives 1).
+    pub async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.increment_logins(user_id).await,
+        }
+    }
+
+    /// Every stored signing key, oldest first.
+    pub async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.keys().await,
+        }
+    }
+
+    /// Stores a new signing key ([`StoreError::Conflict`] if its `kid` exists).
+    pub async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.put_key(key).await,
+        }
+    }
+
+    /// Sets a key's retirement time ([`StoreError::NotFound`] for an unknown `kid`).
+    pub async fn retire_key(&self, kid: &str, retires_at: i64) -> Result<(), StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.retire_key(kid, retires_at).await,
+        }
+    }
+
+    /// Runs `f` while holding the key lock, so that only one caller at a time (across instances
+    /// on PostgreSQL, within the process on SQLite) generates the first key. `f` may use this
+    /// store.
+    pub async fn with_key_lock<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        match &self.engine {
+            Engine::Sqlite(s) => s.with_key_lock(f).await,
+        }
+    }
+
+    /// Deletes expired codes, sessions and refresh tokens, revoked families and families left
+    /// without tokens; returns the number of rows deleted.
+    pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        match &self.engine {
+            Engine::Sqlite(s) => s.purge_expired(now).await,
+        }
+    }
+}

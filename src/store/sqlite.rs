@@ -1,0 +1,829 @@
+//! The SQLite engine.
+//!
+//! Settings: WAL (readers never block the writer), `synchronous = FULL` (the WAL is fsynced at
+//! every commit, so a write acknowledged to a caller survives a crash of the process and of the
+//! machine), `busy_timeout` 5 s, foreign keys on.
+//!
+//! SQLite admits one writer at a time, and with `synchronous = FULL` every commit costs an fsync.
+//! So all writes go through one writer task that owns the only read-write connection: it takes
+//! every write queued at that moment, runs them in one `BEGIN IMMEDIATE` transaction (each inside
+//! its own savepoint, so one failing write does not undo the others) and commits once — group
+//! commit. Every caller gets its answer only after that commit returned, so durability is
+//! unchanged while concurrent writes share one fsync. Reads use a small pool of read-only
+//! connections.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Row};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{
+    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant, Rotation,
+    Session, StoreError, StoredKey,
+};
+
+/// Embedded migrations, in order; the version is the index + 1.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+
+/// The newest schema version this binary knows.
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Most writes committed together in one transaction.
+const MAX_BATCH: usize = 256;
+/// Queued writes waiting for the writer before callers wait for room.
+const QUEUE: usize = 4096;
+/// Read-only connections.
+const READERS: u32 = 4;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+/// Called once the batch's transaction ended: `None` after a successful commit, else the error
+/// that undid the batch.
+type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// One write, run by the writer task on its connection inside the batch transaction. Returns
+/// whether it succeeded (else its savepoint is rolled back) and how to answer the caller. Given
+/// an error instead of a connection, it answers the caller with that error at once.
+type Job = Box<
+    dyn for<'c> FnOnce(Result<&'c mut SqliteConnection, StoreError>) -> BoxFut<'c, (bool, Reply)>
+        + Send,
+>;
+
+/// SQLite store: a read pool, a channel to the writer task, and the in-process key lock.
+#[derive(Clone)]
+pub(crate) struct SqliteStore {
+    read: SqlitePool,
+    jobs: mpsc::Sender<Job>,
+    key_lock: Arc<Mutex<()>>,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::from_sqlx(e)
+}
+
+impl SqliteStore {
+    /// Opens `sqlite://…` (file created if missing; in-memory databases are refused because the
+    /// writer and the readers are separate connections).
+    pub(crate) async fn open_url(url: &str) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(format!("{url}: {e}")))?;
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::InvalidUrl(format!(
+                "{url}: in-memory SQLite is not supported, name a file"
+            )));
+        }
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| StoreError::Folder {
+                    path: parent.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        Self::open_with(options).await
+    }
+
+    /// Opens the database file at `path`, creating it if missing.
+    pub(crate) async fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    async fn open_with(options: SqliteConnectOptions) -> Result<SqliteStore, StoreError> {
+        let writer_options = options
+            .clone()
+            .create_if_missing(true)
+            .read_only(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let mut writer = writer_options.connect().await.map_err(db)?;
+        migrate(&mut writer).await?;
+
+        let read_options = options
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(read_options)
+            .await
+            .map_err(db)?;
+
+        let (jobs, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(writer_loop(writer, writer_options, rx));
+        Ok(SqliteStore {
+            read,
+            jobs,
+            key_lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Queues a write for the writer task and waits until it is committed.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                let conn = match conn {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        let nothing: Reply = Box::new(|_| {});
+                        return (false, nothing);
+                    }
+                };
+                let result = f(conn).await;
+                let ok = result.is_ok();
+                let reply: Reply = Box::new(move |ended: Option<&StoreError>| {
+                    let answer = match ended {
+                        Some(e) => Err(e.clone()),
+                        None => result,
+                    };
+                    // The caller may have gone away (request cancelled): nothing to tell then.
+                    let _ = tx.send(answer);
+                });
+                (ok, reply)
+            })
+        });
+        self.jobs.send(job).await.map_err(|_| writer_gone())?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    pub(crate) async fn put_code(
+        &self,
+        code_hash: &str,
+        grant: &Grant,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let code_hash = code_hash.to_string();
+        let grant = encode_grant(grant)?;
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO codes (code_hash, grant_json, expires_at) VALUES (?, ?, ?)",
+                )
+                .bind(code_hash)
+                .bind(grant)
+                .bind(expires_at)
+                .execute(&mut *c)
+                .await
+                .map_err(db)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> Result<CodeRedemption, StoreError> {
+        let code_hash = code_hash.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                let redeemed = sqlx::query(
+                    "UPDATE codes SET redeemed_at = ?1 \
+                     WHERE code_hash = ?2 AND redeemed_at IS NULL AND expires_at > ?1 \
+                     RETURNING grant_json",
+                )
+                .bind(now)
+                .bind(&code_hash)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(db)?;
+                if let Some(row) = redeemed {
+                    let json: String = row.try_get(0).map_err(db)?;
+                    return Ok(CodeRedemption::Redeemed(decode_grant(&json)?));
+                }
+                let row = sqlx::query("SELECT redeemed_at, family FROM codes WHERE code_hash = ?")
+                    .bind(&code_hash)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
+                let Some(row) = row else {
+                    return Ok(CodeRedemption::Unknown);
+                };
+                let redeemed_at: Option<i64> = row.try_get(0).map_err(db)?;
+                if redeemed_at.is_none() {
+                    return Ok(CodeRedemption::Expired);
+                }
+                let family: Option<String> = row.try_get(1).map_err(db)?;
+                // Remember the replay so a family linked later is revoked too.
+                sqlx::query("UPDATE codes SET replayed = 1 WHERE code_hash = ?")
+                    .bind(&code_hash)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                if let Some(family) = &family {
+                    revoke(c, family).await?;
+                }
+                Ok(CodeRedemption::Replayed { family })
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn link_code_family(
+        &self,
+        code_hash: &str,
+        family: &str,
+    ) -> Result<(), StoreError> {
+        let code_hash = code_hash.to_string();
+        let family = family.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                let replayed: Option<i64> = sqlx::query_scalar(
+                    "UPDATE codes SET family = ? WHERE code_hash = ? RETURNING replayed",
+                )
+                .bind(&family)
+                .bind(&code_hash)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(db)?;
+                if replayed.unwrap_or(0) != 0 {
+                    revoke(c, &family).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn put_refresh(
+        &self,
+        token_hash: &str,
+        family: &str,
+        grant: &Grant,
+        expires_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let token_hash = token_hash.to_string();
+        let family = family.to_string();
+        let grant = encode_grant(grant)?;
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO refresh_families (family, grant_json) VALUES (?, ?) \
+                     ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json",
+                )
+                .bind(&family)
+                .bind(grant)
+                .execute(&mut *c)
+                .await
+                .map_err(db)?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES (?, ?, ?)",
+                )
+                .bind(token_hash)
+                .bind(&family)
+                .bind(expires_at)
+                .execute(&mut *c)
+                .await
+                .map_err(db)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+    ) -> Result<Rotation, StoreError> {
+        let old_hash = old_hash.to_string();
+        let new_hash = new_hash.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                // The common case in one statement: mark a valid token used and read its family.
+                let rotated = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = ?1 \
+                     WHERE token_hash = ?2 AND used_at IS NULL \
+                       AND (expires_at IS NULL OR expires_at > ?1) \
+                       AND NOT EXISTS (SELECT 1 FROM refresh_families f \
+                                       WHERE f.family = refresh_tokens.family AND f.revoked <> 0) \
+                     RETURNING family, (SELECT grant_json FROM refresh_families f \
+                                        WHERE f.family = refresh_tokens.family)",
+                )
+                .bind(now)
+                .bind(&old_hash)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(db)?;
+                if let Some(row) = rotated {
+                    let family: String = row.try_get(0).map_err(db)?;
+                    let json: String = row.try_get(1).map_err(db)?;
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, family, expires_at) \
+                         VALUES (?, ?, ?)",
+                    )
+                    .bind(&new_hash)
+                    .bind(&family)
+                    .bind(new_expires_at)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    return Ok(Rotation::Rotated {
+                        grant: decode_grant(&json)?,
+                        family,
+                    });
+                }
+                let row = sqlx::query(
+                    "SELECT t.family, t.used_at, t.expires_at, f.revoked \
+                     FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
+                     WHERE t.token_hash = ?",
+                )
+                .bind(&old_hash)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(db)?;
+                let Some(row) = row else {
+                    return Ok(Rotation::Unknown);
+                };
+                let family: String = row.try_get(0).map_err(db)?;
+                let used_at: Option<i64> = row.try_get(1).map_err(db)?;
+                let revoked: i64 = row.try_get(3).map_err(db)?;
+                if revoked != 0 {
+                    return Ok(Rotation::Revoked);
+                }
+                if used_at.is_some() {
+                    revoke(c, &family).await?;
+                    return Ok(Rotation::Reused { family });
+                }
+                Ok(Rotation::Expired)
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
+        let family = family.to_string();
+        self.write(move |c| Box::pin(async move { revoke(c, &family).await }))
+            .await
+    }
+
+    pub(crate) async fn refresh_grant(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<Grant>, StoreError> {
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT f.grant_json FROM refresh_tokens t \
+             JOIN refresh_families f ON f.family = t.family \
+             WHERE t.token_hash = ?1 AND t.used_at IS NULL AND f.revoked = 0 \
+               AND (t.expires_at IS NULL OR t.expires_at > ?2)",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        json.as_deref().map(decode_grant).transpose()
+    }
+
+    pub(crate) async fn consent_covers(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<bool, StoreError> {
+        let stored: Option<String> = sqlx::query_scalar(
+            "SELECT scopes_json FROM consents \
+             WHERE user_id = ? AND client_id = ? AND audience = ?",
+        )
+        .bind(user_id)
+        .bind(client_id)
+        .bind(audience)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        match stored {
+            Some(json) => scopes_cover(&json, scopes),
+            None => Ok(false),
+        }
+    }
+
+    pub(crate) async fn save_consent(
+        &self,
+        user_id: &str,
+        client_id: &str,
+        audience: &str,
+        scopes: &[String],
+    ) -> Result<(), StoreError> {
+        let (user_id, client_id, audience) = (
+            user_id.to_string(),
+            client_id.to_string(),
+            audience.to_string(),
+        );
+        let scopes = encode_scopes(scopes)?;
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO consents (user_id, client_id, audience, scopes_json) \
+                     VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (user_id, client_id, audience) \
+                     DO UPDATE SET scopes_json = excluded.scopes_json",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(audience)
+                .bind(scopes)
+                .execute(&mut *c)
+                .await
+                .map_err(db)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn create_session(
+        &self,
+        session_hash: &str,
+        user_id: &str,
+        auth_time: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let (session_hash, user_id) = (session_hash.to_string(), user_id.to_string());
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO sessions (session_hash, user_id, auth_time, expires_at) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(session_hash)
+                .bind(user_id)
+                .bind(auth_time)
+                .bind(expires_at)
+                .execute(&mut *c)
+                .await
+                .map_err(db)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn session(
+        &self,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, auth_time, expires_at FROM sessions \
+             WHERE session_hash = ? AND expires_at > ?",
+        )
+        .bind(session_hash)
+        .bind(now)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(Session {
+                user_id: r.try_get(0).map_err(db)?,
+                auth_time: r.try_get(1).map_err(db)?,
+                expires_at: r.try_get(2).map_err(db)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
+        let session_hash = session_hash.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query("DELETE FROM sessions WHERE session_hash = ?")
+                    .bind(session_hash)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
+        let user_id = user_id.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query_scalar(
+                    "INSERT INTO login_counts (user_id, count) VALUES (?, 1) \
+                     ON CONFLICT (user_id) DO UPDATE SET count = count + 1 \
+                     RETURNING count",
+                )
+                .bind(user_id)
+                .fetch_one(&mut *c)
+                .await
+                .map_err(db)
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, alg, private_pkcs8_der, created_at, activates_at, retires_at \
+             FROM signing_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(StoredKey {
+                    kid: r.try_get(0).map_err(db)?,
+                    alg: r.try_get(1).map_err(db)?,
+                    private_pkcs8_der: r.try_get(2).map_err(db)?,
+                    created_at: r.try_get(3).map_err(db)?,
+                    activates_at: r.try_get(4).map_err(db)?,
+                    retires_at: r.try_get(5).map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(move |c| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO signing_keys \
+                     (kid, alg, private_pkcs8_der, created_at, activates_at, retires_at) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.private_pkcs8_der)
+                .bind(key.created_at)
+                .bind(key.activates_at)
+                .bind(key.retires_at)
+                .execute(&mut *c)
+                .await
+                .map_err(|e| match db(e) {
+                    StoreError::Conflict(_) => {
+                        StoreError::Conflict(format!("signing key {:?}", key.kid))
+                    }
+                    other => other,
+                })?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn retire_key(&self, kid: &str, retires_at: i64) -> Result<(), StoreError> {
+        let kid = kid.to_string();
+        self.write(move |c| {
+            Box::pin(async move {
+                let done = sqlx::query("UPDATE signing_keys SET retires_at = ? WHERE kid = ?")
+                    .bind(retires_at)
+                    .bind(&kid)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("signing key {kid:?}")));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn with_key_lock<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        // One SQLite file serves one instance: an in-process lock is enough. (A database-level
+        // lock would hold the single write connection that `f` itself needs.)
+        let _guard = self.key_lock.lock().await;
+        f().await
+    }
+
+    pub(crate) async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
+        self.write(move |c| {
+            Box::pin(async move {
+                let mut deleted = 0;
+                for (sql, bind_now) in [
+                    ("DELETE FROM codes WHERE expires_at <= ?", true),
+                    ("DELETE FROM sessions WHERE expires_at <= ?", true),
+                    (
+                        "DELETE FROM refresh_tokens \
+                         WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                        true,
+                    ),
+                    (
+                        "DELETE FROM refresh_tokens WHERE family IN \
+                         (SELECT family FROM refresh_families WHERE revoked <> 0)",
+                        false,
+                    ),
+                    (
+                        "DELETE FROM refresh_families WHERE revoked <> 0 OR NOT EXISTS \
+                         (SELECT 1 FROM refresh_tokens t \
+                          WHERE t.family = refresh_families.family)",
+                        false,
+                    ),
+                ] {
+                    let mut query = sqlx::query(sql);
+                    if bind_now {
+                        query = query.bind(now);
+                    }
+                    deleted += query.execute(&mut *c).await.map_err(db)?.rows_affected();
+                }
+                Ok(deleted)
+            })
+        })
+        .await
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the SQLite writer has stopped".to_string())
+}
+
+/// Marks a family revoked (no-op when unknown).
+async fn revoke(c: &mut SqliteConnection, family: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family = ?")
+        .bind(family)
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], refusing a newer one.
+async fn migrate(c: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    let result = migrate_in_transaction(c).await;
+    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    let ended = sqlx::query(end).execute(&mut *c).await.map_err(db);
+    result.and(ended.map(|_| ()))
+}
+
+async fn migrate_in_transaction(c: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS claimrules_schema (version INTEGER NOT NULL)")
+        .execute(&mut *c)
+        .await
+        .map_err(db)?;
+    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM claimrules_schema")
+        .fetch_one(&mut *c)
+        .await
+        .map_err(db)?;
+    let current = current.unwrap_or(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS.iter()).skip(current as usize) {
+        let failed = |e: sqlx::Error| StoreError::Migration {
+            version,
+            message: e.to_string(),
+        };
+        sqlx::raw_sql(sql).execute(&mut *c).await.map_err(failed)?;
+        sqlx::query("INSERT INTO claimrules_schema (version) VALUES (?)")
+            .bind(version)
+            .execute(&mut *c)
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The writer task: runs queued writes in batches, one transaction (one fsync) per batch.
+async fn writer_loop(
+    conn: SqliteConnection,
+    options: SqliteConnectOptions,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut conn = Some(conn);
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(job) => pending.push_back(job),
+                // Every Store clone is gone.
+                None => break,
+            }
+        }
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => pending.push_back(job),
+                Err(_) => break,
+            }
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match options.connect().await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    let e = db(e);
+                    for job in pending.drain(..) {
+                        fail_unrun(job, &e).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = run_batch(c, &mut pending).await {
+            // The connection is in an unknown state: start afresh with a new one.
+            tracing::warn!(error = %e, "SQLite write batch failed; reconnecting");
+            conn = None;
+        }
+    }
+}
+
+/// Answers a job that never ran with `e`.
+async fn fail_unrun(job: Job, e: &StoreError) {
+    let (_, reply) = job(Err(e.clone())).await;
+    reply(Some(e));
+}
+
+/// Runs up to [`MAX_BATCH`] pending jobs in one transaction. Jobs not yet run when the batch is
+/// abandoned stay pending. Returns an error only when the connection should be replaced.
+async fn run_batch(
+    c: &mut SqliteConnection,
+    pending: &mut VecDeque<Job>,
+) -> Result<(), StoreError> {
+    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
+        let e = db(e);
+        // Nothing ran: the callers of this batch get the error.
+        let n = pending.len().min(MAX_BATCH);
+        for job in pending.drain(..n).collect::<Vec<_>>() {
+            fail_unrun(job, &e).await;
+        }
+        return Err(e);
+    }
+    let mut replies: Vec<Reply> = Vec::new();
+    let mut failure: Option<StoreError> = None;
+    while replies.len() < MAX_BATCH {
+        let Some(job) = pending.pop_front() else {
+            break;
+        };
+        if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut *c).await {
+            pending.push_front(job);
+            failure = Some(db(e));
+            break;
+        }
+        let (ok, reply) = job(Ok(&mut *c)).await;
+        replies.push(reply);
+        let end = if ok {
+            sqlx::query("RELEASE job").execute(&mut *c).await
+        } else {
+            match sqlx::query("ROLLBACK TO job").execute(&mut *c).await {
+                Ok(_) => sqlx::query("RELEASE job").execute(&mut *c).await,
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = end {
+            // The transaction itself is gone (e.g. SQLite rolled it back on an I/O error).
+            failure = Some(db(e));
+            break;
+        }
+    }
+    let commit = match failure {
+        Some(e) => Err(e),
+        None => sqlx::query("COMMIT").execute(&mut *c).await.map_err(db),
+    };
+    match commit {
+        Ok(_) => {
+            for reply in replies {
+                reply(None);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
+            for reply in replies {
+                reply(Some(&e));
+            }
+            Err(e)
+        }
+    }
+}
