@@ -12,8 +12,6 @@ pub mod crypto;
 pub mod issuer;
 pub mod password;
 pub mod rules;
-pub mod serve;
-pub mod server;
 pub mod store;
 pub mod watch;
 

@@ -761,7 +761,8 @@ async fn writer_loop(
 
 /// Answers a job that never ran with `e`.
 async fn fail_unrun(job: Job, e: &StoreError) {
-    job(Err(e.clone())).await;
+    let (_, reply) = job(Err(e.clone())).await;
+    reply(Some(e));
 }
 
 /// Runs up to [`MAX_BATCH`] pending jobs in one transaction. Jobs not yet run when the batch is

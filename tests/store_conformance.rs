@@ -1,0 +1,688 @@
+//! Store conformance: every case runs against SQLite and PostgreSQL through the same `Store` API.
+//!
+//! PostgreSQL: `CLAIMRULES_TEST_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test; every
+//! test gets a fresh schema (`cr_test_<random>`, dropped when the test passes). When PostgreSQL
+//! cannot be reached the PostgreSQL tests fail with a message naming the URL; they never skip.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use claimrules::store::{CodeRedemption, Grant, Rotation, Session, Store, StoreError, StoredKey};
+use sqlx::ConnectOptions;
+use tokio::sync::Barrier;
+
+const NOW: i64 = 1_800_000_000;
+
+/// One database for one test: the store, how to reopen it, and what to clean up.
+struct TestDb {
+    store: Store,
+    url: String,
+    engine: Engine,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Engine {
+    Sqlite,
+}
+
+impl TestDb {
+    async fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("claimrules.db").display());
+        let store = Store::open(&url).await.expect("open sqlite store");
+        TestDb {
+            store,
+            url,
+            engine: Engine::Sqlite,
+            _dir: Some(dir),
+        }
+    }
+
+    async fn reopen(&self) -> Result<Store, StoreError> {
+        Store::open(&self.url).await
+    }
+
+    /// Runs one SQL statement outside the store (to tamper with the schema).
+    async fn execute_raw(&self, sql: &str) {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
+                    .expect("sqlite url")
+                    .connect()
+                    .await
+                    .expect("raw sqlite connection");
+                sqlx::query(sql).execute(&mut c).await.expect("raw sql");
+            }
+        }
+    }
+
+    async fn finish(self) {}
+}
+
+fn grant(user: &str) -> Grant {
+    Grant {
+        client_id: "demo-app".into(),
+        user_id: user.into(),
+        audience: Some("https://api.example.com".into()),
+        scopes: vec![
+            "openid".into(),
+            "offline_access".into(),
+            "read:contacts".into(),
+        ],
+        redirect_uri: "http://127.0.0.1:4000/callback".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        auth_time: NOW - 5,
+        session_id: Some("sess-1".into()),
+        request: serde_json::json!({
+            "query": {"scope": "openid offline_access"},
+            "ip": "127.0.0.1",
+            "hostname": "127.0.0.1:3000",
+            "userAgent": "test"
+        }),
+        rule_scope: Some(vec!["read:contacts".into()]),
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn key(kid: &str, created_at: i64) -> StoredKey {
+    StoredKey {
+        kid: kid.into(),
+        alg: "ES256".into(),
+        private_pkcs8_der: kid.as_bytes().iter().rev().copied().collect(),
+        created_at,
+        activates_at: created_at + 60,
+        retires_at: None,
+    }
+}
+
+async fn code_single_use(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_code("c1", &g, NOW + 60).await.unwrap();
+    assert_eq!(
+        s.redeem_code("c1", NOW).await.unwrap(),
+        CodeRedemption::Redeemed(g)
+    );
+    assert_eq!(
+        s.redeem_code("c1", NOW + 1).await.unwrap(),
+        CodeRedemption::Replayed { family: None }
+    );
+    assert_eq!(
+        s.redeem_code("nope", NOW).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert!(matches!(
+        s.put_code("c1", &grant("auth0|b"), NOW + 60).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+async fn concurrent_code_redemption(db: &TestDb) {
+    const N: usize = 16;
+    db.store
+        .put_code("race", &grant("auth0|r"), NOW + 60)
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(N));
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let (s, b) = (db.store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                b.wait().await;
+                s.redeem_code("race", NOW).await.unwrap()
+            })
+        })
+        .collect();
+    let mut redeemed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CodeRedemption::Redeemed(g) => {
+                assert_eq!(g, grant("auth0|r"));
+                redeemed += 1;
+            }
+            CodeRedemption::Replayed { family: None } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(redeemed, 1, "exactly one concurrent redemption succeeds");
+}
+
+async fn code_expiry(db: &TestDb) {
+    let s = &db.store;
+    s.put_code("late", &grant("auth0|a"), NOW + 60)
+        .await
+        .unwrap();
+    s.put_code("just", &grant("auth0|a"), NOW + 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.redeem_code("late", NOW + 60).await.unwrap(),
+        CodeRedemption::Expired
+    );
+    // Still expired, never redeemed.
+    assert_eq!(
+        s.redeem_code("late", NOW + 61).await.unwrap(),
+        CodeRedemption::Expired
+    );
+    assert!(matches!(
+        s.redeem_code("just", NOW + 59).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+}
+
+async fn replay_reports_and_revokes_family(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_code("c", &g, NOW + 60).await.unwrap();
+    assert!(matches!(
+        s.redeem_code("c", NOW).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    s.put_refresh("r1", "fam-c", &g, Some(NOW + 3600))
+        .await
+        .unwrap();
+    s.link_code_family("c", "fam-c").await.unwrap();
+    assert_eq!(s.refresh_grant("r1", NOW).await.unwrap(), Some(g.clone()));
+    assert_eq!(
+        s.redeem_code("c", NOW + 5).await.unwrap(),
+        CodeRedemption::Replayed {
+            family: Some("fam-c".into())
+        }
+    );
+    assert_eq!(s.refresh_grant("r1", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh("r1", "r2", NOW, None).await.unwrap(),
+        Rotation::Revoked
+    );
+
+    // A replay that comes before the family is linked: linking revokes it at once.
+    s.put_code("d", &g, NOW + 60).await.unwrap();
+    assert!(matches!(
+        s.redeem_code("d", NOW).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    assert_eq!(
+        s.redeem_code("d", NOW).await.unwrap(),
+        CodeRedemption::Replayed { family: None }
+    );
+    s.put_refresh("d1", "fam-d", &g, None).await.unwrap();
+    s.link_code_family("d", "fam-d").await.unwrap();
+    assert_eq!(s.refresh_grant("d1", NOW).await.unwrap(), None);
+    // Linking an unknown code is harmless.
+    s.link_code_family("unknown", "fam-x").await.unwrap();
+}
+
+async fn refresh_rotation(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_refresh("r1", "fam", &g, Some(NOW + 100))
+        .await
+        .unwrap();
+    assert_eq!(s.refresh_grant("r1", NOW).await.unwrap(), Some(g.clone()));
+    assert_eq!(
+        s.rotate_refresh("r1", "r2", NOW, Some(NOW + 200))
+            .await
+            .unwrap(),
+        Rotation::Rotated {
+            grant: g.clone(),
+            family: "fam".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("r1", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.refresh_grant("r2", NOW + 150).await.unwrap(),
+        Some(g.clone())
+    );
+    // The new token's expiry is the one given at rotation.
+    assert_eq!(s.refresh_grant("r2", NOW + 200).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh("r2", "r3", NOW + 10, None).await.unwrap(),
+        Rotation::Rotated {
+            grant: g.clone(),
+            family: "fam".into()
+        }
+    );
+    // No expiry: valid far in the future.
+    assert_eq!(
+        s.refresh_grant("r3", NOW + 10_000_000).await.unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(
+        s.rotate_refresh("missing", "x", NOW, None).await.unwrap(),
+        Rotation::Unknown
+    );
+    s.put_refresh("old", "fam2", &g, Some(NOW)).await.unwrap();
+    assert_eq!(
+        s.rotate_refresh("old", "x", NOW, None).await.unwrap(),
+        Rotation::Expired
+    );
+    assert_eq!(s.refresh_grant("x", NOW).await.unwrap(), None);
+    // A failed rotation (new hash already taken) leaves the old token valid.
+    s.put_refresh("taken", "fam3", &g, None).await.unwrap();
+    s.put_refresh("keep", "fam3", &g, None).await.unwrap();
+    assert!(matches!(
+        s.rotate_refresh("keep", "taken", NOW, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.refresh_grant("keep", NOW).await.unwrap(), Some(g));
+}
+
+async fn concurrent_rotation(db: &TestDb) {
+    const N: usize = 16;
+    db.store
+        .put_refresh("r0", "fam", &grant("auth0|a"), None)
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(N));
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let (s, b) = (db.store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                b.wait().await;
+                let new = format!("next-{i}");
+                (
+                    new.clone(),
+                    s.rotate_refresh("r0", &new, NOW, None).await.unwrap(),
+                )
+            })
+        })
+        .collect();
+    let (mut winners, mut reused) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (new, Rotation::Rotated { family, .. }) => {
+                assert_eq!(family, "fam");
+                winners.push(new);
+            }
+            (_, Rotation::Reused { family }) => {
+                assert_eq!(family, "fam");
+                reused += 1;
+            }
+            (_, Rotation::Revoked) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent rotation succeeds");
+    assert!(reused >= 1, "the losers are reuse of a rotated token");
+    // The reuse revoked the family, the winner's token included.
+    assert_eq!(
+        db.store.refresh_grant(&winners[0], NOW).await.unwrap(),
+        None
+    );
+}
+
+async fn reuse_revokes_family(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_refresh("r1", "fam", &g, None).await.unwrap();
+    s.put_refresh("o1", "other", &g, None).await.unwrap();
+    assert!(matches!(
+        s.rotate_refresh("r1", "r2", NOW, None).await.unwrap(),
+        Rotation::Rotated { .. }
+    ));
+    assert!(matches!(
+        s.rotate_refresh("r2", "r3", NOW, None).await.unwrap(),
+        Rotation::Rotated { .. }
+    ));
+    assert_eq!(
+        s.rotate_refresh("r1", "evil", NOW, None).await.unwrap(),
+        Rotation::Reused {
+            family: "fam".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("r3", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh("r3", "r4", NOW, None).await.unwrap(),
+        Rotation::Revoked
+    );
+    assert_eq!(s.refresh_grant("evil", NOW).await.unwrap(), None);
+    // Another family is untouched.
+    assert_eq!(s.refresh_grant("o1", NOW).await.unwrap(), Some(g));
+}
+
+async fn revoked_family_refused(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_refresh("r1", "fam", &g, None).await.unwrap();
+    s.put_refresh("o1", "other", &g, None).await.unwrap();
+    s.revoke_family("fam").await.unwrap();
+    s.revoke_family("no-such-family").await.unwrap();
+    assert_eq!(s.refresh_grant("r1", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh("r1", "r2", NOW, None).await.unwrap(),
+        Rotation::Revoked
+    );
+    assert_eq!(s.refresh_grant("r2", NOW).await.unwrap(), None);
+    assert_eq!(s.refresh_grant("o1", NOW).await.unwrap(), Some(g));
+}
+
+async fn consent_subset_superset(db: &TestDb) {
+    let s = &db.store;
+    let aud = "https://api.example.com";
+    assert!(!s
+        .consent_covers("u", "app", aud, &strings(&["read"]))
+        .await
+        .unwrap());
+    s.save_consent("u", "app", aud, &strings(&["read", "write", "read"]))
+        .await
+        .unwrap();
+    for (requested, covered) in [
+        (&["read"][..], true),
+        (&["write", "read"][..], true),
+        (&[][..], true),
+        (&["read", "delete"][..], false),
+    ] {
+        assert_eq!(
+            s.consent_covers("u", "app", aud, &strings(requested))
+                .await
+                .unwrap(),
+            covered,
+            "{requested:?}"
+        );
+    }
+    // Bound to user, client and audience.
+    assert!(!s
+        .consent_covers("u", "app", "https://other", &strings(&["read"]))
+        .await
+        .unwrap());
+    assert!(!s
+        .consent_covers("u", "other-app", aud, &strings(&["read"]))
+        .await
+        .unwrap());
+    assert!(!s
+        .consent_covers("v", "app", aud, &strings(&["read"]))
+        .await
+        .unwrap());
+    // Saving replaces the set.
+    s.save_consent("u", "app", aud, &strings(&["delete"]))
+        .await
+        .unwrap();
+    assert!(!s
+        .consent_covers("u", "app", aud, &strings(&["read"]))
+        .await
+        .unwrap());
+    assert!(s
+        .consent_covers("u", "app", aud, &strings(&["delete"]))
+        .await
+        .unwrap());
+}
+
+async fn sessions_expiry(db: &TestDb) {
+    let s = &db.store;
+    s.create_session("h1", "auth0|a", NOW, NOW + 100)
+        .await
+        .unwrap();
+    let expected = Session {
+        user_id: "auth0|a".into(),
+        auth_time: NOW,
+        expires_at: NOW + 100,
+    };
+    assert_eq!(s.session("h1", NOW + 99).await.unwrap(), Some(expected));
+    assert_eq!(s.session("h1", NOW + 100).await.unwrap(), None);
+    assert_eq!(s.session("h2", NOW).await.unwrap(), None);
+    assert!(matches!(
+        s.create_session("h1", "auth0|b", NOW, NOW + 100).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.delete_session("h1").await.unwrap();
+    assert_eq!(s.session("h1", NOW).await.unwrap(), None);
+    s.delete_session("h1").await.unwrap();
+}
+
+async fn login_counter(db: &TestDb) {
+    let s = &db.store;
+    assert_eq!(s.increment_logins("auth0|a").await.unwrap(), 1);
+    assert_eq!(s.increment_logins("auth0|a").await.unwrap(), 2);
+    assert_eq!(s.increment_logins("auth0|b").await.unwrap(), 1);
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.increment_logins("auth0|a").await.unwrap() })
+        })
+        .collect();
+    let mut counts = HashSet::new();
+    for t in tasks {
+        assert!(counts.insert(t.await.unwrap()), "every count is distinct");
+    }
+    assert_eq!(counts, (3..=12).collect::<HashSet<i64>>());
+    assert_eq!(s.increment_logins("auth0|a").await.unwrap(), 13);
+}
+
+async fn keys_put_list_retire(db: &TestDb) {
+    let s = &db.store;
+    assert!(s.keys().await.unwrap().is_empty());
+    s.put_key(&key("k2", NOW + 10)).await.unwrap();
+    s.put_key(&key("k1", NOW)).await.unwrap();
+    assert_eq!(
+        s.keys().await.unwrap(),
+        vec![key("k1", NOW), key("k2", NOW + 10)]
+    );
+    assert!(matches!(
+        s.put_key(&key("k1", NOW + 99)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.retire_key("k1", NOW + 500).await.unwrap();
+    let keys = s.keys().await.unwrap();
+    assert_eq!(keys[0].retires_at, Some(NOW + 500));
+    assert_eq!(keys[1].retires_at, None);
+    assert!(matches!(
+        s.retire_key("k9", NOW).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The private key never shows in debug output.
+    assert!(!format!("{:?}", key("k1", NOW)).contains("49"));
+}
+
+async fn key_lock_serializes_first_key(db: &TestDb) {
+    const N: usize = 8;
+    let barrier = Arc::new(Barrier::new(N));
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let (s, b) = (db.store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                b.wait().await;
+                let inner = s.clone();
+                s.with_key_lock(|| async move {
+                    if inner.keys().await?.is_empty() {
+                        // Widen the window a racing generator would need.
+                        tokio::task::yield_now().await;
+                        inner.put_key(&key(&format!("k{i}"), NOW)).await?;
+                        return Ok(true);
+                    }
+                    Ok(false)
+                })
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut generated = 0;
+    for t in tasks {
+        generated += usize::from(t.await.unwrap());
+    }
+    assert_eq!(generated, 1);
+    assert_eq!(db.store.keys().await.unwrap().len(), 1);
+    // Errors from the closure come back unchanged.
+    let r: Result<(), _> = db
+        .store
+        .with_key_lock(|| async { Err(StoreError::NotFound("x".into())) })
+        .await;
+    assert!(matches!(r, Err(StoreError::NotFound(_))));
+}
+
+async fn purge_removes_only_expired(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_code("old", &g, NOW).await.unwrap();
+    s.put_code("new", &g, NOW + 60).await.unwrap();
+    s.create_session("s-old", "u", NOW - 10, NOW).await.unwrap();
+    s.create_session("s-new", "u", NOW, NOW + 60).await.unwrap();
+    s.put_refresh("r-old", "fam-old", &g, Some(NOW))
+        .await
+        .unwrap();
+    s.put_refresh("r-new", "fam-new", &g, Some(NOW + 60))
+        .await
+        .unwrap();
+    s.put_refresh("r-forever", "fam-forever", &g, None)
+        .await
+        .unwrap();
+    s.put_refresh("r-revoked", "fam-revoked", &g, None)
+        .await
+        .unwrap();
+    s.revoke_family("fam-revoked").await.unwrap();
+    let purged = s.purge_expired(NOW).await.unwrap();
+    // code, session, token "r-old", token "r-revoked", families "fam-old" and "fam-revoked".
+    assert_eq!(purged, 6);
+    assert_eq!(
+        s.redeem_code("old", NOW - 1).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert!(matches!(
+        s.redeem_code("new", NOW).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    assert_eq!(s.session("s-old", NOW - 1).await.unwrap(), None);
+    assert!(s.session("s-new", NOW).await.unwrap().is_some());
+    assert_eq!(
+        s.rotate_refresh("r-old", "x", NOW - 1, None).await.unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(
+        s.rotate_refresh("r-revoked", "y", NOW, None).await.unwrap(),
+        Rotation::Unknown
+    );
+    assert!(s.refresh_grant("r-new", NOW).await.unwrap().is_some());
+    assert!(s.refresh_grant("r-forever", NOW).await.unwrap().is_some());
+    assert_eq!(s.purge_expired(NOW).await.unwrap(), 0);
+}
+
+async fn restart_persistence(db: &TestDb) {
+    let g = grant("auth0|a");
+    {
+        let s = &db.store;
+        s.put_code("c", &g, NOW + 60).await.unwrap();
+        s.put_refresh("r1", "fam", &g, None).await.unwrap();
+        assert!(matches!(
+            s.rotate_refresh("r1", "r2", NOW, None).await.unwrap(),
+            Rotation::Rotated { .. }
+        ));
+        s.save_consent("u", "app", "aud", &strings(&["read"]))
+            .await
+            .unwrap();
+        s.create_session("h", "u", NOW, NOW + 60).await.unwrap();
+        s.increment_logins("u").await.unwrap();
+        s.put_key(&key("k1", NOW)).await.unwrap();
+    }
+    let s = db.reopen().await.expect("reopen");
+    assert_eq!(
+        s.redeem_code("c", NOW).await.unwrap(),
+        CodeRedemption::Redeemed(g.clone())
+    );
+    assert_eq!(
+        s.rotate_refresh("r2", "r3", NOW, None).await.unwrap(),
+        Rotation::Rotated {
+            grant: g,
+            family: "fam".into()
+        }
+    );
+    assert!(s
+        .consent_covers("u", "app", "aud", &strings(&["read"]))
+        .await
+        .unwrap());
+    assert!(s.session("h", NOW).await.unwrap().is_some());
+    assert_eq!(s.increment_logins("u").await.unwrap(), 2);
+    assert_eq!(s.keys().await.unwrap(), vec![key("k1", NOW)]);
+    // Opening an up-to-date database again migrates nothing and loses nothing.
+    let again = db.reopen().await.expect("reopen twice");
+    assert_eq!(again.keys().await.unwrap().len(), 1);
+}
+
+async fn newer_schema_refused(db: &TestDb) {
+    db.execute_raw("INSERT INTO claimrules_schema (version) VALUES (999)")
+        .await;
+    match db.reopen().await {
+        Err(e @ StoreError::SchemaTooNew { found: 999, .. }) => {
+            assert!(e.to_string().contains("newer"), "{e}");
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = super::TestDb::sqlite().await;
+                    super::$case(&db).await;
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    code_single_use,
+    concurrent_code_redemption,
+    code_expiry,
+    replay_reports_and_revokes_family,
+    refresh_rotation,
+    concurrent_rotation,
+    reuse_revokes_family,
+    revoked_family_refused,
+    consent_subset_superset,
+    sessions_expiry,
+    login_counter,
+    keys_put_list_retire,
+    key_lock_serializes_first_key,
+    purge_removes_only_expired,
+    restart_persistence,
+    newer_schema_refused,
+);
+
+#[tokio::test]
+async fn open_in_folder_creates_the_folder_and_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("nested").join("data");
+    let store = Store::open_in_folder(&data).await.unwrap();
+    store.increment_logins("u").await.unwrap();
+    assert!(data.join("claimrules.db").is_file());
+    drop(store);
+    let again = Store::open_in_folder(&data).await.unwrap();
+    assert_eq!(again.increment_logins("u").await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn sqlite_uses_wal() {
+    let db = TestDb::sqlite().await;
+    let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    assert!(matches!(
+        Store::open("mysql://localhost/db").await,
+        Err(StoreError::UnsupportedUrl(_))
+    ));
+    assert!(matches!(
+        Store::open("sqlite::memory:").await,
+        Err(StoreError::InvalidUrl(_))
+    ));
+}
