@@ -12,6 +12,8 @@ pub mod crypto;
 pub mod issuer;
 pub mod password;
 pub mod rules;
+pub mod serve;
+pub mod server;
 pub mod store;
 pub mod watch;
 

@@ -83,6 +83,7 @@ fn grant(user: &str) -> Grant {
             "userAgent": "test"
         }),
         rule_scope: Some(vec!["read:contacts".into()]),
+        claims: Some(serde_json::json!({"access_token": {"https://example.com/roles": ["admin"]}})),
     }
 }
 

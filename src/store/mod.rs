@@ -44,6 +44,9 @@ pub struct Grant {
     pub request: serde_json::Value,
     /// The scope the rules rewrote at login, if any.
     pub rule_scope: Option<Vec<String>>,
+    /// The rules' result at login (custom claims, final user, scope), signed at code exchange.
+    #[serde(default)]
+    pub claims: Option<serde_json::Value>,
 }
 
 /// A signing key as stored: the private key in PKCS#8 DER and its life cycle.
