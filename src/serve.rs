@@ -148,6 +148,69 @@ pub async fn refresh_keys(state: &AppState) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// Rolls in a new signing key: published at once, used for signing after `delay` seconds (so
+/// JWKS caches pick it up first); the keys it replaces stay published until every token they
+/// signed has expired. Returns the new key's `kid`.
+pub async fn rotate_keys(store: &Store, config: &Config, delay: i64) -> Result<String, ServeError> {
+    let err = |e: String| ServeError::Keys(e);
+    let key = SigningKey::generate(config.signing_alg).map_err(|e| err(e.to_string()))?;
+    let now = unix_now();
+    let activates_at = now + delay.max(0);
+    let longest = config
+        .apis
+        .iter()
+        .map(|a| a.token_lifetime)
+        .chain(config.clients.iter().map(|c| c.id_token_lifetime))
+        .chain(std::iter::once(86_400))
+        .max()
+        .unwrap_or(86_400) as i64;
+    for old in store.keys().await.map_err(|e| err(e.to_string()))? {
+        if old.retires_at.is_none() {
+            store
+                .retire_key(&old.kid, activates_at + longest)
+                .await
+                .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    store
+        .put_key(&StoredKey {
+            kid: key.kid().to_owned(),
+            alg: config.signing_alg.as_str().to_owned(),
+            private_pkcs8_der: key.pkcs8_der().to_vec(),
+            created_at: now,
+            activates_at,
+            retires_at: None,
+        })
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Ok(key.kid().to_owned())
+}
+
+/// Opens the store of a tenant without serving (for `claimrules keys`).
+pub async fn open_store(opts: &ServeOptions) -> Result<(Config, Store), ServeError> {
+    let addr = opts.addr.unwrap_or_else(default_addr);
+    let mut config = match &opts.config {
+        Some(path) => Config::from_file(path)?,
+        None => {
+            embedded_default(
+                &format!("http://{addr}/"),
+                opts.rules.clone().unwrap_or_else(|| "rules".into()),
+                opts.data.clone().unwrap_or_else(|| "data".into()),
+            )?
+            .0
+        }
+    };
+    if let Some(d) = &opts.data {
+        config.data = d.clone();
+    }
+    let store = match &config.database_url {
+        Some(url) => Store::open(url).await,
+        None => Store::open_in_folder(&config.data).await,
+    }
+    .map_err(|e| ServeError::Store(e.to_string()))?;
+    Ok((config, store))
+}
+
 /// How often a running server re-reads the keys from the store.
 pub const KEY_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
