@@ -1,0 +1,189 @@
+//! `claimrules serve` as a process: the embedded default's banner, config errors (exit 2 with the
+//! key and line), graceful shutdown on SIGINT, and `keys rotate`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_claimrules"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn embedded_default_prints_what_a_newcomer_needs_and_stops_on_sigint() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+    let mut child = bin()
+        .args([
+            "serve",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--rules",
+            rules,
+            "--data",
+        ])
+        .arg(dir.path().join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = std::collections::HashMap::new();
+    let first = lines.next().unwrap().unwrap();
+    assert_eq!(
+        first,
+        format!("claimrules listening on http://127.0.0.1:{port}")
+    );
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let (k, v) = line.trim().split_once(':').unwrap();
+        banner.insert(k.to_owned(), v.trim().to_owned());
+        if k == "open" {
+            break;
+        }
+    }
+    for k in [
+        "issuer",
+        "client_id",
+        "client_secret",
+        "redirect_uri",
+        "audience",
+        "email",
+        "password",
+    ] {
+        assert!(
+            banner.get(k).is_some_and(|v| !v.is_empty()),
+            "banner lacks {k}: {banner:?}"
+        );
+    }
+    assert_eq!(banner["issuer"], format!("http://127.0.0.1:{port}/"));
+    assert!(dir.path().join("data/claimrules.db").exists());
+    // The same data folder keeps the same secret and password on the next start.
+    let secret = std::fs::read_to_string(dir.path().join("data/demo-client-secret")).unwrap();
+    assert_eq!(secret.trim(), banner["client_secret"]);
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "graceful shutdown exits 0: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_and_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("claimrules.toml");
+    std::fs::write(&cfg, "issuer = \"http://127.0.0.1:3000/\"\nsigning_alg = \"RS256\"\nnamespace_polcy = \"drop\"\n").unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("namespace_polcy"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("claimrules.toml"), "{err}");
+
+    std::fs::write(
+        &cfg,
+        "[[client]]\nclient_id = \"a\"\nredirect_uris = [\"not a url\"]\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("redirect_uri"));
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash() {
+    use std::io::Write;
+    let mut child = bin()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"));
+    assert!(claimrules::password::verify("s3cret", hash.trim()));
+    assert!(!claimrules::password::verify("other", hash.trim()));
+}
+
+#[test]
+fn keys_rotate_adds_a_published_key_that_signs_after_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let opts = claimrules::serve::ServeOptions {
+        data: Some(data.clone()),
+        ..Default::default()
+    };
+    let (cfg, store) = rt.block_on(claimrules::serve::open_store(&opts)).unwrap();
+    let ring = rt
+        .block_on(claimrules::serve::load_keys(&store, &cfg))
+        .unwrap();
+    let old_kid = ring.signing().unwrap().kid().to_owned();
+    drop(store);
+    let out = bin()
+        .args(["keys", "rotate", "--delay", "3600", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, store) = rt.block_on(claimrules::serve::open_store(&opts)).unwrap();
+    let stored = rt.block_on(store.keys()).unwrap();
+    assert_eq!(stored.len(), 2);
+    let now = claimrules::issuer::unix_now();
+    let ring = claimrules::serve::key_ring(&stored, now).unwrap();
+    assert_eq!(
+        ring.published().len(),
+        2,
+        "the new key is published at once"
+    );
+    assert_eq!(
+        ring.signing().unwrap().kid(),
+        old_kid,
+        "old key signs during the delay"
+    );
+    let later = claimrules::serve::key_ring(&stored, now + 3601).unwrap();
+    assert_ne!(
+        later.signing().unwrap().kid(),
+        old_kid,
+        "new key signs after the delay"
+    );
+    assert_eq!(
+        later.published().len(),
+        2,
+        "old key still published while its tokens live"
+    );
+}
