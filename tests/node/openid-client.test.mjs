@@ -1,7 +1,8 @@
 // A real OIDC client library completes the flow: `openid-client` v6, unmodified, discovers the
 // issuer, builds the authorization URL with PKCE, state and nonce; a cookie-keeping fetch fills
 // the login and consent forms; the library exchanges the code, validates the ID token (with the
-// signature checked against the JWKS), calls userinfo and refreshes the tokens.
+// signature checked against the JWKS), calls userinfo and refreshes the tokens; the core flow
+// also runs against ES256 and EdDSA servers.
 
 import assert from 'node:assert/strict';
 import * as client from 'openid-client';
@@ -26,7 +27,8 @@ async function authorize(config, server, { scope, f, user, decision = 'allow' })
   return { callback, verifier, state, nonce };
 }
 
-export async function run({ log }) {
+/** Everything, against an RS256 server, with client_secret_basic. */
+async function fullFlow(log) {
   const server = await startServer({ alg: 'RS256', name: 'claimrules-openid-client' });
   try {
     const config = await client.discovery(
@@ -97,8 +99,38 @@ export async function run({ log }) {
         return true;
       },
     );
-    log('openid-client: discovery, PKCE code flow, ID token, userinfo, refresh rotation, remembered consent, denial');
+    log('openid-client RS256: discovery, PKCE code flow, ID token, userinfo, refresh rotation, remembered consent, denial');
   } finally {
     await stopProcess(server.proc);
   }
+}
+
+/** Discovery, code flow with PKCE, ID token (signature included) and userinfo for `alg`. */
+async function basicFlow(alg, log) {
+  const server = await startServer({ alg, name: `claimrules-openid-client-${alg}` });
+  try {
+    const config = await client.discovery(
+      new URL(server.issuer), CLIENT_ID, undefined, client.ClientSecretPost(CLIENT_SECRET),
+      { execute: [client.allowInsecureRequests] },
+    );
+    client.enableNonRepudiationChecks(config);
+    const a = await authorize(config, server, { scope: 'openid email', f: cookieFetch(), user: ALICE });
+    const tokens = await client.authorizationCodeGrant(config, a.callback, {
+      pkceCodeVerifier: a.verifier, expectedState: a.state, expectedNonce: a.nonce, idTokenExpected: true,
+    });
+    const claims = tokens.claims();
+    assert.equal(claims.sub, ALICE.sub);
+    assert.equal(claims.email, ALICE.email);
+    const info = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
+    assert.equal(info.email, ALICE.email);
+    assert.equal(info.name, undefined, 'no profile claims without the profile scope');
+    log(`openid-client ${alg}: code flow, signed ID token, userinfo (client_secret_post)`);
+  } finally {
+    await stopProcess(server.proc);
+  }
+}
+
+export async function run({ log }) {
+  await fullFlow(log);
+  for (const alg of ['ES256', 'EdDSA']) await basicFlow(alg, log);
 }
