@@ -60,7 +60,8 @@ enum WebAppError {
 }
 
 /// Command-line flags; each falls back to an environment variable, then to the demo default.
-#[derive(Debug, Parser)]
+/// (No `Debug`: it would print the client secret.)
+#[derive(Parser)]
 #[command(about = "A regular web app that logs users in with claimrules and calls an API")]
 struct Args {
     /// Issuer URL; env ISSUER.
@@ -94,7 +95,8 @@ fn setting(flag: Option<String>, env: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-#[derive(Debug, Clone)]
+/// The app's settings (no `Debug`: it holds the client secret).
+#[derive(Clone)]
 struct Settings {
     issuer: String,
     client_id: String,
