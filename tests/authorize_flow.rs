@@ -356,6 +356,9 @@ async fn login_is_throttled_per_account() {
     assert_ne!(r.status(), 429);
 }
 
+/// Query parameters of one request.
+type Params = Vec<(String, String)>;
+
 /// Error classes of /authorize: pages (never a redirect) and redirects with error + state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authorize_errors_are_pages_or_redirects() {
@@ -373,7 +376,7 @@ async fn authorize_errors_are_pages_or_redirects() {
         p
     };
     // (name, params, Some(error) for a redirect or None for a page)
-    let cases: Vec<(&str, Vec<(String, String)>, Option<&str>)> = vec![
+    let cases: Vec<(&str, Params, Option<&str>)> = vec![
         ("unknown client", set("client_id", "nobody"), None),
         ("missing client", drop("client_id"), None),
         (

@@ -88,7 +88,17 @@ pub async fn userinfo(State(state): State<Shared>, headers: HeaderMap) -> Respon
                 .or_else(|| v.strip_prefix("bearer "))
         })
     else {
-        return unauthorized("invalid_request", "a Bearer access token is required");
+        // RFC 6750 §3.1: a request without credentials gets a bare challenge.
+        let mut res = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_token", "error_description": "a Bearer access token is required"})),
+        )
+            .into_response();
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"claimrules\""),
+        );
+        return res;
     };
     let opts = VerifyOptions::new(state.issuer.issuer(), state.issuer.userinfo_url())
         .require_scope("openid");
@@ -96,11 +106,16 @@ pub async fn userinfo(State(state): State<Shared>, headers: HeaderMap) -> Respon
     let claims = match verify(token.trim(), &jwks, &opts) {
         Ok(c) => c,
         Err(e) if e.is_insufficient_scope() => {
-            return (
+            let mut res = (
                 StatusCode::FORBIDDEN,
                 Json(json!({"error": "insufficient_scope", "error_description": "the openid scope is required"})),
             )
-                .into_response()
+                .into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"insufficient_scope\", scope=\"openid\""),
+            );
+            return res;
         }
         Err(_) => return unauthorized("invalid_token", "the access token is not valid"),
     };

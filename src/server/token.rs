@@ -195,7 +195,7 @@ async fn handle(
         )));
     }
     let client = authenticate(state, headers, &params)?;
-    if !client.grant_types.iter().any(|g| *g == grant_type) {
+    if !client.grant_types.contains(&grant_type) {
         return Err(TokenError::unauthorized_client(format!(
             "the client may not use the {grant_type} grant"
         )));

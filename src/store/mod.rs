@@ -93,6 +93,7 @@ pub struct Session {
 
 /// The result of presenting an authorization code.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // returned once per request, never stored in bulk
 pub enum CodeRedemption {
     /// First use of a valid code: its grant.
     Redeemed(Grant),
@@ -110,6 +111,7 @@ pub enum CodeRedemption {
 
 /// The result of presenting a refresh token for rotation.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // returned once per request, never stored in bulk
 pub enum Rotation {
     /// The old token is now used and the new one is valid in the same family.
     Rotated {
