@@ -161,13 +161,14 @@ async fn a_broken_edit_keeps_the_last_good_set_and_reports_where() {
         json!({"https://example.com/v": 1})
     );
 
-    // A broken second file fails the whole set too.
-    write(dir.path(), "10-a.rhai", &rule("v", "2"));
+    // A broken second file fails the whole set too (written first, so no reload can see the
+    // new 10-a without it).
     write(
         dir.path(),
         "20-b.rhai",
         "context.accessToken[\"x\"] = undefined_variable;\n",
     );
+    write(dir.path(), "10-a.rhai", &rule("v", "2"));
     let status = wait_status(&hot, |s| {
         s.last_error
             .as_deref()
@@ -464,4 +465,35 @@ async fn rules_status_needs_the_admin_token() {
         body,
         json!({"version": 1, "rules": ["10-a"], "last_error": error, "attempts": 1})
     );
+}
+
+#[tokio::test]
+async fn the_token_hooks_follow_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "10-a.rhai", &rule("v", "1"));
+    let hot = watched(dir.path());
+    let cfg = hooks::HooksConfig {
+        hydra_api_key: Some("k".into()),
+        ..hooks::HooksConfig::default()
+    };
+    let body = json!({"session": {"id_token": {"subject": "u"}}, "request": {"client_id": "c", "grant_types": ["authorization_code"]}});
+    let call = || async {
+        let req = Request::post("/hooks/hydra/token")
+            .header("authorization", "k")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = hooks::router(hot.clone(), cfg.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()["session"]["access_token"].clone()
+    };
+    assert_eq!(call().await, json!({"https://example.com/v": 1}));
+    save_by_rename(dir.path(), "10-a.rhai", &rule("v", "2"));
+    wait_status(&hot, |s| s.version == 2).await;
+    assert_eq!(call().await, json!({"https://example.com/v": 2}));
 }

@@ -206,6 +206,14 @@ pub fn patch_ops(before: &Map<String, Value>, after: &Map<String, Value>) -> Vec
     ops
 }
 
+/// The `jti` Okta already assigned to a token, so the log ties it to a rule-set version.
+fn jti(part: &Option<TokenPart>) -> &str {
+    part.as_ref()
+        .and_then(|p| p.claims.get("jti"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
 fn error_reply(summary: &str) -> Response {
     (
         StatusCode::OK,
@@ -271,6 +279,8 @@ pub(super) async fn handle(State(st): State<HookState>, req: Request) -> Respons
         rules_version = version,
         user_id = %user_id,
         event_id = ev.event_id.as_deref().unwrap_or(""),
+        access_jti = jti(&ev.data.access),
+        id_jti = jti(&ev.data.identity),
         "rules ran for an Okta token"
     );
     let mut commands = Vec::new();
