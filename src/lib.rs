@@ -9,6 +9,7 @@
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod hooks;
 pub mod issuer;
 pub mod password;
 pub mod rules;
