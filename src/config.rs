@@ -143,6 +143,9 @@ pub struct HooksSection {
     /// Environment variable holding Hydra's API key.
     #[serde(default)]
     pub hydra_api_key_env: Option<String>,
+    /// The header Hydra sends its key in (default `Authorization`).
+    #[serde(default)]
+    pub hydra_header: Option<String>,
     /// The Authorization header value Okta sends.
     #[serde(default)]
     pub okta_authorization: Option<String>,

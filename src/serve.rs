@@ -58,6 +58,8 @@ pub struct Prepared {
     pub demo: Option<DemoCredentials>,
     /// The hot rules.
     pub rules: HotRules,
+    /// The address it will listen on.
+    pub addr: SocketAddr,
 }
 
 /// The namespace settings of a tenant: the issuer's host is always reserved.
@@ -249,7 +251,12 @@ pub async fn prepare(opts: &ServeOptions) -> Result<Prepared, ServeError> {
     }
     let issuer = Arc::new(Issuer::new(&config.issuer, keys, rules.clone()));
     let state = Arc::new(AppState::new(Arc::new(config), store, issuer));
-    Ok(Prepared { state, demo, rules })
+    Ok(Prepared {
+        state,
+        demo,
+        rules,
+        addr,
+    })
 }
 
 fn default_addr() -> SocketAddr {
@@ -258,9 +265,25 @@ fn default_addr() -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 3000)))
 }
 
-/// The full router of a prepared tenant (token server plus rules status).
+/// The full router of a prepared tenant: token server, token hooks and rules status.
 pub fn app(prepared: &Prepared) -> axum::Router {
+    let cfg = &prepared.state.config;
+    let hooks = crate::hooks::HooksConfig {
+        hydra_api_key: cfg.hooks.hydra_api_key.clone(),
+        hydra_header: cfg
+            .hooks
+            .hydra_header
+            .clone()
+            .unwrap_or_else(|| crate::hooks::DEFAULT_HYDRA_HEADER.to_owned()),
+        okta_authorization: cfg.hooks.okta_authorization.clone(),
+        allow_unauthenticated_loopback: prepared.addr.ip().is_loopback(),
+    };
     server::router(prepared.state.clone())
+        .merge(crate::hooks::router(prepared.rules.clone(), hooks))
+        .merge(crate::hooks::status_router(
+            prepared.rules.clone(),
+            cfg.admin_token.clone(),
+        ))
 }
 
 /// Serves until Ctrl-C / SIGTERM; reloads the rules on SIGHUP.
