@@ -203,7 +203,7 @@ fn authenticate(
                 _ => Err(HookError::Unauthorized),
             }
         }
-        None if allow_loopback && peer.map_or(true, |p| p.ip().is_loopback()) => Ok(()),
+        None if allow_loopback && peer.is_none_or(|p| p.ip().is_loopback()) => Ok(()),
         None => Err(HookError::Disabled),
     }
 }
