@@ -162,7 +162,22 @@ fn keys_rotate(config: Option<PathBuf>, data: Option<PathBuf>, delay: i64) -> Ex
     }
 }
 
+/// Makes glibc hand large buffers straight back to the OS.
+///
+/// Each Argon2 verification allocates ~19 MiB. glibc's dynamic mmap threshold grows after the
+/// first such free, after which those buffers come from per-thread arenas and stay resident:
+/// 32 logins left the server at ~300 MiB RSS. A fixed threshold keeps every allocation over
+/// 1 MiB on mmap, returned on free.
+fn return_large_allocations_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator tuning; called once before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn serve(opts: claimrules::serve::ServeOptions) -> ExitCode {
+    return_large_allocations_to_the_os();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
