@@ -16,9 +16,11 @@ pub mod rules;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod testing;
 pub mod watch;
 
 pub use issuer::verify::verify;
 pub use issuer::Issuer;
 pub use rules::{Outcome, RuleError, RuleSet};
+pub use testing::TestSuite;
 pub use watch::HotRules;

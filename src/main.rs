@@ -1,5 +1,6 @@
 //! The `claimrules` command line: parses arguments and calls the library.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -7,6 +8,9 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use claimrules::rules::{read_folder, RuleSet, RuleSetOptions};
+use claimrules::testing::{
+    color_enabled, render_json, render_junit, render_text, NamespaceMode, SuiteOptions, TestSuite,
+};
 
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
@@ -41,6 +45,27 @@ enum Command {
         /// The rules folder.
         #[arg(default_value = "rules")]
         rules: PathBuf,
+    },
+    /// Runs the rules' unit tests (case files in RULES_DIR/tests/).
+    Test {
+        /// The rules folder; its cases are in RULES_DIR/tests/.
+        #[arg(default_value = "rules")]
+        rules: PathBuf,
+        /// Runs only cases whose name or file name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also writes a JUnit XML report to this file.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        /// Reruns the tests whenever a rule or case file changes.
+        #[arg(long)]
+        watch: bool,
+        /// `strict`: a claim the namespace rule drops fails the case; `drop`: as the server does.
+        #[arg(long, default_value = "strict", value_parser = ["strict", "drop"])]
+        namespace_policy: String,
     },
     /// Runs the token server (embedded default config when --config is not given).
     Serve {
@@ -105,6 +130,37 @@ fn main() -> ExitCode {
             rules,
         } => run(&user, context.as_deref(), &rules),
         Command::Check { rules } => check(&rules),
+        Command::Test {
+            rules,
+            filter,
+            junit,
+            format,
+            watch,
+            namespace_policy,
+        } => {
+            let args = TestArgs {
+                rules,
+                options: SuiteOptions {
+                    filter,
+                    namespace: if namespace_policy == "drop" {
+                        NamespaceMode::Drop
+                    } else {
+                        NamespaceMode::Strict
+                    },
+                },
+                junit,
+                json: format == "json",
+                color: color_enabled(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR").as_deref(),
+                ),
+            };
+            if watch {
+                test_watch(&args)
+            } else {
+                ExitCode::from(test_once(&args))
+            }
+        }
         Command::Serve {
             config,
             addr,
@@ -319,4 +375,72 @@ fn check(rules: &Path) -> ExitCode {
         eprintln!("{} of {enabled} rules failed to compile", errors.len());
         ExitCode::from(1)
     }
+}
+
+/// Settings of `claimrules test`.
+struct TestArgs {
+    rules: PathBuf,
+    options: SuiteOptions,
+    junit: Option<PathBuf>,
+    json: bool,
+    color: bool,
+}
+
+/// Loads and runs the suite once, prints the report; returns the exit code.
+fn test_once(args: &TestArgs) -> u8 {
+    let suite = match TestSuite::load(&args.rules) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let report = suite.run_with(&args.options);
+    if let Some(path) = &args.junit {
+        if let Err(e) = std::fs::write(path, render_junit(&report)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
+    }
+    if args.json {
+        println!("{}", render_json(&report));
+    } else {
+        print!("{}", render_text(&report, args.color));
+    }
+    if report.success() {
+        0
+    } else {
+        1
+    }
+}
+
+/// Runs the suite, then again after every change under the rules folder (tests included).
+fn test_watch(args: &TestArgs) -> ExitCode {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Watch before the first run, so no edit made after its summary goes unseen.
+    let _watch = match claimrules::watch::watch_folder(&args.rules, move || {
+        let _ = tx.send(());
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    test_once(args);
+    while rx.recv().is_ok() {
+        // Editors write in bursts; one rerun per burst.
+        while rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_ok()
+        {}
+        if args.json {
+            // Keep stdout one JSON document per line.
+            eprintln!("-- change detected, rerunning");
+        } else {
+            println!("\n-- change detected, rerunning");
+        }
+        test_once(args);
+    }
+    ExitCode::from(EXIT_USAGE)
 }

@@ -1,0 +1,477 @@
+//! Reading case files (`.toml`, `.json`, `.yaml`/`.yml`): the on-disk shape, parsing with
+//! positions, fixture files and validation. Every error names the file, the line and the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{Case, Denied, Expect, TestError};
+
+/// One case file: `[[case]]` tables (TOML) or a `case` list (JSON, YAML).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    case: Vec<RawCase>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: String,
+    user: Option<Map<String, Value>>,
+    user_file: Option<String>,
+    context: Option<Map<String, Value>>,
+    context_file: Option<String>,
+    configuration: Option<Map<String, Value>>,
+    now: Option<i64>,
+    rules: Option<Vec<String>>,
+    #[serde(default)]
+    expect: RawExpect,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    access_token: Option<Map<String, Value>>,
+    id_token: Option<Map<String, Value>>,
+    #[serde(default)]
+    exact: bool,
+    #[serde(default)]
+    absent: Vec<String>,
+    scope: Option<RawScope>,
+    denied: Option<RawDenied>,
+    error: Option<String>,
+    #[serde(default)]
+    logs: Vec<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a space-separated scope string or an array of scope strings"
+)]
+enum RawScope {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "`true` or a substring of the denial message")]
+enum RawDenied {
+    Flag(bool),
+    Message(String),
+}
+
+/// The file formats a case file may use, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Toml,
+    Json,
+    Yaml,
+}
+
+impl Format {
+    fn of(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "toml" => Some(Format::Toml),
+            "json" => Some(Format::Json),
+            "yaml" | "yml" => Some(Format::Yaml),
+            _ => None,
+        }
+    }
+}
+
+/// True when `path` has a case-file extension.
+pub(super) fn is_case_file(path: &Path) -> bool {
+    Format::of(path).is_some()
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count() + 1)
+        .unwrap_or(1);
+    (line, column)
+}
+
+/// The key an error is about: the path to it, plus the field a serde message names
+/// (`unknown field `x``, `missing field `x``) when the path stops at its parent.
+fn key_of(path: &serde_path_to_error::Path, message: &str) -> String {
+    let mut key = path.to_string();
+    if key == "." {
+        key.clear();
+    }
+    for marker in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.split(marker).nth(1) {
+            if let Some(field) = rest.split('`').next() {
+                let already = key.rsplit('.').next() == Some(field);
+                if !already {
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(field);
+                }
+            }
+        }
+    }
+    if key.is_empty() {
+        "(file)".into()
+    } else {
+        key
+    }
+}
+
+fn invalid(path: &Path, line: usize, column: usize, key: String, message: String) -> TestError {
+    TestError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        column,
+        key,
+        message,
+    }
+}
+
+/// Parses a case file into its raw shape, with file/line/key on any error.
+fn parse(path: &Path, text: &str) -> Result<RawFile, TestError> {
+    let format = Format::of(path).ok_or_else(|| TestError::Io {
+        path: path.to_path_buf(),
+        message: "not a case file (.toml, .json, .yaml or .yml)".into(),
+    })?;
+    match format {
+        Format::Toml => {
+            let de = toml::Deserializer::parse(text).map_err(|e| {
+                let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
+                invalid(
+                    path,
+                    line,
+                    column,
+                    "(syntax)".into(),
+                    e.message().trim().to_owned(),
+                )
+            })?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let key = key_of(e.path(), e.inner().message());
+                let inner = e.into_inner();
+                let (line, column) = line_col(text, inner.span().map(|s| s.start).unwrap_or(0));
+                invalid(path, line, column, key, inner.message().trim().to_owned())
+            })
+        }
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let raw: RawFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let message = e.inner().to_string();
+                let key = key_of(e.path(), &message);
+                let inner = e.into_inner();
+                invalid(
+                    path,
+                    inner.line(),
+                    inner.column(),
+                    key,
+                    strip_json_position(&message),
+                )
+            })?;
+            de.end().map_err(|e| {
+                invalid(
+                    path,
+                    e.line(),
+                    e.column(),
+                    "(syntax)".into(),
+                    strip_json_position(&e.to_string()),
+                )
+            })?;
+            Ok(raw)
+        }
+        Format::Yaml => {
+            let de = serde_norway::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let message = e.inner().to_string();
+                let key = key_of(e.path(), &message);
+                let inner = e.into_inner();
+                let (line, column) = inner
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                invalid(path, line, column, key, strip_yaml_position(&message))
+            })
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the error already carries both.
+fn strip_json_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// serde_norway appends " at line L column C"; the error already carries both.
+fn strip_yaml_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Finds the line where `key` of the case at `index` is written, for errors found after
+/// parsing (which carry no position). Looks between the neighbouring cases' `name` lines and
+/// takes the occurrence nearest this case's own `name` line.
+fn locate(text: &str, names: &[String], index: usize, key: &str) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut name_lines: Vec<usize> = Vec::with_capacity(names.len());
+    let mut from = 0;
+    for name in names {
+        let found = (from..lines.len())
+            .find(|&i| is_key_line(lines[i], "name") && lines[i].contains(name.as_str()));
+        let at = found.unwrap_or(from);
+        name_lines.push(at);
+        from = at + 1;
+    }
+    let Some(&own) = name_lines.get(index) else {
+        return 1;
+    };
+    if key == "name" {
+        return own + 1;
+    }
+    let lo = if index == 0 {
+        0
+    } else {
+        name_lines[index - 1] + 1
+    };
+    let hi = name_lines.get(index + 1).copied().unwrap_or(lines.len());
+    (lo..hi)
+        .filter(|&i| is_key_line(lines[i], key))
+        .min_by_key(|&i| (i.abs_diff(own), i < own))
+        .map(|i| i + 1)
+        .unwrap_or(own + 1)
+}
+
+/// Whether a line writes `key` (TOML `key =`, JSON `"key":`, YAML `key:` or `- key:`), also
+/// inside an inline table.
+fn is_key_line(line: &str, key: &str) -> bool {
+    let bytes_ok = |rest: &str| {
+        let rest = rest.trim_start_matches('"').trim_start();
+        rest.starts_with('=') || rest.starts_with(':')
+    };
+    let mut search = line;
+    while let Some(i) = search.find(key) {
+        let before = search[..i].trim_end_matches('"');
+        let boundary = before
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '-' | '.' | '['));
+        if boundary && bytes_ok(&search[i + key.len()..]) {
+            return true;
+        }
+        search = &search[i + key.len()..];
+    }
+    false
+}
+
+/// Reads one case file and turns its cases into [`Case`]s: fixtures loaded, inputs checked,
+/// `rules` checked against `known_rules` (the enabled rules of the set).
+pub(super) fn load_file(path: &Path, known_rules: &[String]) -> Result<Vec<Case>, TestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TestError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let raw = parse(path, &text)?;
+    let names: Vec<String> = raw.case.iter().map(|c| c.name.clone()).collect();
+    let at = |index: usize, key: &str, message: String| {
+        let line = locate(&text, &names, index, key);
+        invalid(path, line, 1, format!("case[{index}].{key}"), message)
+    };
+    if raw.case.is_empty() {
+        return Err(invalid(
+            path,
+            1,
+            1,
+            "case".into(),
+            "the file holds no cases (add a [[case]] table, or a `case` list in JSON/YAML)".into(),
+        ));
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut seen = std::collections::HashSet::new();
+    let mut cases = Vec::with_capacity(raw.case.len());
+    for (index, c) in raw.case.into_iter().enumerate() {
+        if c.name.trim().is_empty() {
+            return Err(at(index, "name", "a case needs a non-empty name".into()));
+        }
+        if !seen.insert(c.name.clone()) {
+            return Err(at(
+                index,
+                "name",
+                format!("another case in this file is already named {:?}", c.name),
+            ));
+        }
+        let user = match (c.user, c.user_file) {
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    index,
+                    "user_file",
+                    "give either `user` or `user_file`, not both".into(),
+                ))
+            }
+            (Some(u), None) => u,
+            (None, Some(f)) => fixture(base, &f).map_err(|m| at(index, "user_file", m))?,
+            (None, None) => {
+                return Err(at(
+                    index,
+                    "name",
+                    "the case has no input user: add `user = { ... }` or `user_file = \"...\"`"
+                        .into(),
+                ))
+            }
+        };
+        let context = match (c.context, c.context_file) {
+            (Some(_), Some(_)) => {
+                return Err(at(
+                    index,
+                    "context_file",
+                    "give either `context` or `context_file`, not both".into(),
+                ))
+            }
+            (Some(ctx), None) => Some(ctx),
+            (None, Some(f)) => Some(fixture(base, &f).map_err(|m| at(index, "context_file", m))?),
+            (None, None) => None,
+        };
+        if let Some(rules) = &c.rules {
+            if let Some(unknown) = rules.iter().find(|r| !known_rules.contains(r)) {
+                return Err(at(
+                    index,
+                    "rules",
+                    format!(
+                        "no enabled rule is named {unknown:?} (known: {})",
+                        known_rules.join(", ")
+                    ),
+                ));
+            }
+        }
+        let e = c.expect;
+        let denied = match e.denied {
+            None | Some(RawDenied::Flag(false)) => None,
+            Some(RawDenied::Flag(true)) => Some(Denied::Any),
+            Some(RawDenied::Message(m)) => Some(Denied::Message(m)),
+        };
+        if denied.is_some() && e.error.is_some() {
+            return Err(at(
+                index,
+                "error",
+                "expect `denied` or `error`, not both (a run fails one way)".into(),
+            ));
+        }
+        if denied.is_some() || e.error.is_some() {
+            for (key, given) in [
+                ("access_token", e.access_token.is_some()),
+                ("id_token", e.id_token.is_some()),
+                ("scope", e.scope.is_some()),
+                ("absent", !e.absent.is_empty()),
+                ("warnings", !e.warnings.is_empty()),
+            ] {
+                if given {
+                    return Err(at(
+                        index,
+                        key,
+                        format!("`expect.{key}` cannot be checked when the case expects the run to fail (a failed run issues no token)"),
+                    ));
+                }
+            }
+        }
+        let scope = match e.scope {
+            None => None,
+            Some(RawScope::One(s)) => Some(s.split_whitespace().map(str::to_owned).collect()),
+            Some(RawScope::Many(v)) => Some(v),
+        };
+        let mut case = Case::new(c.name);
+        case.file = Some(path.to_path_buf());
+        case.line = Some(locate(&text, &names, index, "name"));
+        case.user = Value::Object(user);
+        case.context = context.map(Value::Object);
+        case.configuration = c.configuration;
+        case.now = c.now;
+        case.rules = c.rules;
+        case.expect = Expect {
+            access_token: e.access_token,
+            id_token: e.id_token,
+            exact: e.exact,
+            absent: e.absent,
+            scope,
+            denied,
+            error: e.error,
+            logs: e.logs,
+            warnings: e.warnings,
+        };
+        cases.push(case);
+    }
+    Ok(cases)
+}
+
+/// Reads a fixture (a JSON, YAML or TOML object) relative to the case file's folder.
+fn fixture(base: &Path, file: &str) -> Result<Map<String, Value>, String> {
+    let path: PathBuf = base.join(file);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
+    let value: Value = match Format::of(&path) {
+        Some(Format::Json) | None => serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "fixture {}:{}:{}: {}",
+                path.display(),
+                e.line(),
+                e.column(),
+                strip_json_position(&e.to_string())
+            )
+        })?,
+        Some(Format::Yaml) => {
+            serde_norway::from_str(&text).map_err(|e| format!("fixture {}: {e}", path.display()))?
+        }
+        Some(Format::Toml) => {
+            toml::from_str(&text).map_err(|e| format!("fixture {}: {e}", path.display()))?
+        }
+    };
+    match value {
+        Value::Object(m) => Ok(m),
+        other => Err(format!(
+            "fixture {} must hold an object, not {}",
+            path.display(),
+            crate::claims::json_type(&other)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn key_lines_match_each_format() {
+        assert!(is_key_line("user_file = \"x\"", "user_file"));
+        assert!(is_key_line("  \"user_file\": \"x\"", "user_file"));
+        assert!(is_key_line("- user_file: x", "user_file"));
+        assert!(!is_key_line("user = { a = 1 }", "user_file"));
+        assert!(!is_key_line("context_file = \"x\"", "file"));
+    }
+
+    #[test]
+    fn locate_picks_the_key_of_the_right_case() {
+        let text = "[[case]]\nname = \"a\"\nuser_file = \"x\"\n\n[[case]]\nname = \"b\"\nuser_file = \"y\"\n";
+        let names = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(locate(text, &names, 0, "user_file"), 3);
+        assert_eq!(locate(text, &names, 1, "user_file"), 7);
+        assert_eq!(locate(text, &names, 1, "name"), 6);
+    }
+}
