@@ -10,14 +10,17 @@ use super::{Case, Denied, Expect, TestError};
 
 /// One case file: `[[case]]` tables (TOML) or a `case` list (JSON, YAML).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table (TOML) or object (JSON, YAML) with a `case` list"
+)]
 struct RawFile {
     #[serde(default)]
     case: Vec<RawCase>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a case table")]
 struct RawCase {
     name: String,
     user: Option<Map<String, Value>>,
@@ -106,8 +109,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 /// The key an error is about: the path to it, plus the field a serde message names
 /// (`unknown field `x``, `missing field `x``) when the path stops at its parent.
 fn key_of(path: &serde_path_to_error::Path, message: &str) -> String {
-    let mut key = path.to_string();
-    if key == "." {
+    // `?` marks a segment serde_path_to_error could not name (e.g. inside a syntax error).
+    let mut key = path.to_string().replace(".?", "");
+    if key == "." || key == "?" {
         key.clear();
     }
     for marker in ["unknown field `", "missing field `"] {
@@ -124,7 +128,7 @@ fn key_of(path: &serde_path_to_error::Path, message: &str) -> String {
         }
     }
     if key.is_empty() {
-        "(file)".into()
+        "(top level)".into()
     } else {
         key
     }
@@ -154,7 +158,7 @@ fn parse(path: &Path, text: &str) -> Result<RawFile, TestError> {
                     path,
                     line,
                     column,
-                    "(syntax)".into(),
+                    String::new(),
                     e.message().trim().to_owned(),
                 )
             })?;
@@ -184,7 +188,7 @@ fn parse(path: &Path, text: &str) -> Result<RawFile, TestError> {
                     path,
                     e.line(),
                     e.column(),
-                    "(syntax)".into(),
+                    String::new(),
                     strip_json_position(&e.to_string()),
                 )
             })?;
@@ -214,8 +218,15 @@ fn strip_json_position(message: &str) -> String {
     }
 }
 
-/// serde_norway appends " at line L column C"; the error already carries both.
+/// serde_norway prefixes the path (`case[0].expect: `) and appends " at line L column C";
+/// the error already carries both.
 fn strip_yaml_position(message: &str) -> String {
+    let message = match message.split_once(": ") {
+        Some((head, tail)) if !head.contains(' ') && (head.contains('.') || head.contains('[')) => {
+            tail
+        }
+        _ => message,
+    };
     match message.find(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
@@ -326,7 +337,7 @@ pub(super) fn load_file(path: &Path, known_rules: &[String]) -> Result<Vec<Case>
             (None, None) => {
                 return Err(at(
                     index,
-                    "name",
+                    "user",
                     "the case has no input user: add `user = { ... }` or `user_file = \"...\"`"
                         .into(),
                 ))

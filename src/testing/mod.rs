@@ -66,7 +66,7 @@ pub enum TestError {
         message: String,
     },
     /// A case file is invalid.
-    #[error("{}:{line}:{column}: invalid key `{key}`: {message}", path.display())]
+    #[error("{}", describe_invalid(path, *line, *column, key, message))]
     Invalid {
         /// The case file.
         path: PathBuf,
@@ -74,11 +74,22 @@ pub enum TestError {
         line: usize,
         /// 1-based column (0 when the parser gave none).
         column: usize,
-        /// The key, as a path such as `case[0].expect.denied`.
+        /// The key, as a path such as `case[0].expect.denied` (empty for a syntax error).
         key: String,
         /// What is wrong.
         message: String,
     },
+}
+
+fn describe_invalid(path: &Path, line: usize, column: usize, key: &str, message: &str) -> String {
+    if key.is_empty() {
+        format!(
+            "{}:{line}:{column}: syntax error: {message}",
+            path.display()
+        )
+    } else {
+        format!("{}:{line}:{column}: key `{key}`: {message}", path.display())
+    }
 }
 
 /// How the runner treats a claim the namespace rule drops.

@@ -192,7 +192,7 @@ fn render_failure(f: &Failure, st: &Style) -> String {
         Failure::DroppedClaim(w) => {
             let _ = writeln!(
                 out,
-                "    rule {:?} set claim {:?} on the {}, which the namespace rule drops ({})",
+                "    rule {:?} set claim {:?} on the {}, which the namespace rule drops: {}",
                 w.rule, w.key, w.token, w.reason
             );
             let _ = writeln!(
