@@ -759,3 +759,23 @@ fn assert_passed_panics_with_the_diff() {
         .run_with(&small_set(), NamespaceMode::Drop)
         .assert_passed();
 }
+
+/// The example of docs/testing-rules.md, kept honest.
+#[test]
+fn the_documented_rust_example_holds() {
+    let report = TestSuite::load(root().join("rules")).unwrap().run();
+    assert!(
+        report.success(),
+        "{}",
+        claimrules::testing::render_text(&report, false)
+    );
+    let set = claimrules::RuleSet::load(root().join("rules")).unwrap();
+    Case::new("admins get their roles")
+        .user(json!({"user_id": "auth0|1", "email_verified": true,
+                     "app_metadata": {"roles": ["admin"]}}))
+        .context(json!({"clientID": "demo-app"}))
+        .expect_access_claim("https://example.com/roles", json!(["admin"]))
+        .expect_absent("https://example.com/permissions")
+        .run(&set)
+        .assert_passed();
+}
