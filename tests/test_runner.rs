@@ -284,6 +284,20 @@ fn json_output_carries_results_failures_and_errors() {
         "4 |     n = n + undefined_helper();"
     );
     assert_eq!(cases[1]["error"]["denied"], true);
+    // Every failure kind serializes with its fields and a one-line message.
+    assert_eq!(cases[1]["failures"][0]["kind"], "unexpected");
+    assert_eq!(
+        cases[1]["failures"][0]["error"],
+        "rule \"10-roles\" denied access: user is blocked"
+    );
+    assert_eq!(cases[3]["failures"][0]["kind"], "denial_message");
+    assert_eq!(cases[3]["failures"][1]["kind"], "missing_log");
+    assert_eq!(cases[3]["failures"][1]["expected"], "never logged");
+    for case in cases {
+        for f in case["failures"].as_array().unwrap() {
+            assert!(f["message"].as_str().is_some_and(|m| !m.is_empty()), "{f}");
+        }
+    }
     assert_eq!(cases[4]["status"], "pass");
     assert_eq!(
         cases[4]["outcome"]["access_token"]["https://fixture.example/roles"],

@@ -386,7 +386,7 @@ impl Case {
             (Ok(_), None, Some(text)) => failures.push(Failure::NotFailed {
                 expected: format!("a rule error containing {text:?}"),
             }),
-            (Err(err), None, None) => failures.push(Failure::Unexpected(err.clone())),
+            (Err(err), None, None) => failures.push(Failure::Unexpected { error: err.clone() }),
             (Ok(out), None, None) => self.check_outcome(out, requested, mode, &mut failures),
         }
         for text in &e.logs {
@@ -394,7 +394,9 @@ impl Case {
                 .iter()
                 .any(|l| l.lines.iter().any(|line| line.contains(text.as_str())));
             if !found {
-                failures.push(Failure::MissingLog(text.clone()));
+                failures.push(Failure::MissingLog {
+                    expected: text.clone(),
+                });
             }
         }
         failures
@@ -471,7 +473,9 @@ impl Case {
                 .iter()
                 .any(|w| w.to_string().contains(text.as_str()))
             {
-                failures.push(Failure::MissingWarning(text.clone()));
+                failures.push(Failure::MissingWarning {
+                    expected: text.clone(),
+                });
             }
         }
         if mode == NamespaceMode::Strict {
@@ -581,11 +585,21 @@ pub enum Failure {
         actual: RuleError,
     },
     /// The run failed though the case expected success.
-    Unexpected(#[serde(serialize_with = "display")] RuleError),
+    Unexpected {
+        /// The error.
+        #[serde(serialize_with = "display")]
+        error: RuleError,
+    },
     /// No log line contains this text.
-    MissingLog(String),
+    MissingLog {
+        /// The expected text.
+        expected: String,
+    },
     /// No namespace warning contains this text.
-    MissingWarning(String),
+    MissingWarning {
+        /// The expected text.
+        expected: String,
+    },
     /// Strict mode: the namespace rule dropped a claim the case did not expect to lose.
     DroppedClaim(Warning),
 }

@@ -176,18 +176,18 @@ fn render_failure(f: &Failure, st: &Style) -> String {
             );
             diff_lines(&mut out, st, expected, &actual.to_string());
         }
-        Failure::Unexpected(err) => {
-            let what = match err {
+        Failure::Unexpected { error } => {
+            let what = match error {
                 RuleError::Denied { .. } => "was denied",
                 _ => "failed",
             };
             let _ = writeln!(out, "    expected success, but the run {what}");
         }
-        Failure::MissingLog(text) => {
-            let _ = writeln!(out, "    no log line contains {text:?}");
+        Failure::MissingLog { expected } => {
+            let _ = writeln!(out, "    no log line contains {expected:?}");
         }
-        Failure::MissingWarning(text) => {
-            let _ = writeln!(out, "    no namespace warning contains {text:?}");
+        Failure::MissingWarning { expected } => {
+            let _ = writeln!(out, "    no namespace warning contains {expected:?}");
         }
         Failure::DroppedClaim(w) => {
             let _ = writeln!(
@@ -464,6 +464,68 @@ mod tests {
             xml_escape("a<b>&\"c'\u{1}\n"),
             "a&lt;b&gt;&amp;&quot;c&apos;\n"
         );
+    }
+
+    #[test]
+    fn every_failure_kind_serializes_to_an_object() {
+        use crate::claims::{Refusal, TokenKind};
+        use crate::rules::Warning;
+        let err = RuleError::Denied {
+            rule: "r".into(),
+            message: "m".into(),
+        };
+        let all = [
+            Failure::Claim {
+                token: TokenKind::IdToken,
+                key: "k".into(),
+                expected: json!(1),
+                actual: Some(json!(2)),
+            },
+            Failure::UnexpectedClaim {
+                token: TokenKind::AccessToken,
+                key: "k".into(),
+                actual: json!(1),
+            },
+            Failure::PresentClaim {
+                token: TokenKind::AccessToken,
+                key: "k".into(),
+                actual: json!(1),
+            },
+            Failure::Scope {
+                expected: vec!["a".into()],
+                actual: None,
+            },
+            Failure::NotFailed {
+                expected: "a denial".into(),
+            },
+            Failure::DenialMessage {
+                rule: "r".into(),
+                expected: "x".into(),
+                actual: "m".into(),
+            },
+            Failure::WrongFailure {
+                expected: "an error".into(),
+                actual: err.clone(),
+            },
+            Failure::Unexpected { error: err },
+            Failure::MissingLog {
+                expected: "l".into(),
+            },
+            Failure::MissingWarning {
+                expected: "w".into(),
+            },
+            Failure::DroppedClaim(Warning {
+                rule: "r".into(),
+                token: TokenKind::AccessToken,
+                key: "roles".into(),
+                reason: Refusal::NotNamespaced,
+            }),
+        ];
+        for f in &all {
+            let v = serde_json::to_value(f).expect("serializes");
+            assert!(v["kind"].is_string(), "{v}");
+            assert!(!failure_headline(f).is_empty());
+        }
     }
 
     #[test]
