@@ -5,7 +5,7 @@
 //! [`RunGuard`] fills for the duration of a synchronous pipeline run, so the shared engine needs
 //! no per-run registration.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,17 +15,34 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
 
 use super::SandboxLimits;
 
-/// Marker carried by `ErrorTerminated` when a rule calls `deny(msg)`.
-#[derive(Debug, Clone)]
-pub(crate) struct Denial(pub String);
+/// Why the engine stopped a run from outside the script's own control flow.
+///
+/// A stop is *sticky*: once recorded, every further operation of the run terminates again. Rhai
+/// lets some callers swallow an error (a `sort` comparator's errors are ignored, and a
+/// `try`/`catch` around a script function call catches what the function raised), so a single
+/// `ErrorTerminated` is not enough to guarantee that `deny`, the deadline or a helper fault
+/// really ends the rule.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Stop {
+    /// The rule called `deny(message)`.
+    Denied(String),
+    /// A helper refused its input (e.g. an invalid regex), at this position.
+    Fault(String, Position),
+    /// The pipeline's wall-clock budget ran out.
+    Deadline,
+    /// The native stack ran low (deeply nested calls).
+    Stack,
+}
 
-/// Marker carried by `ErrorTerminated` when a helper refuses its input (e.g. a bad regex).
+/// Marker carried by `ErrorTerminated` when the engine stops a run; the reason is the run's
+/// recorded [`Stop`].
 #[derive(Debug, Clone)]
-pub(crate) struct HelperFault(pub String);
+pub(crate) struct Halt;
 
-/// Marker carried by `ErrorTerminated` when the pipeline's wall-clock budget ran out.
-#[derive(Debug, Clone)]
-pub(crate) struct DeadlineHit;
+/// Native stack that must stay free while a rule runs. Below it, the run stops with a clear
+/// error instead of overflowing the thread's stack and aborting the process. One operation
+/// (a call level with its nested expressions) uses far less than this, even in a debug build.
+const STACK_GUARD: usize = 256 * 1024;
 
 /// State of the pipeline run in progress on this thread.
 pub(crate) struct RunState {
@@ -33,10 +50,29 @@ pub(crate) struct RunState {
     pub now: Option<i64>,
     pub logs: Vec<String>,
     pub reserved_hosts: Arc<Vec<String>>,
+    pub stop: Option<Stop>,
 }
 
 thread_local! {
     static RUN: RefCell<Option<RunState>> = const { RefCell::new(None) };
+    /// Set with `RunState::stop`; a `Cell` so the per-operation check stays cheap.
+    static HALTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Records why the run stops (the first reason wins); returns the value to terminate with.
+fn record_stop(stop: Stop) -> Dynamic {
+    RUN.with(|r| {
+        if let Some(s) = r.borrow_mut().as_mut() {
+            s.stop.get_or_insert(stop);
+        }
+    });
+    HALTED.with(|h| h.set(true));
+    Dynamic::from(Halt)
+}
+
+/// Records why the run stops and returns the error that stops it.
+fn halt(stop: Stop, pos: Position) -> Box<EvalAltResult> {
+    terminate(record_stop(stop), pos)
 }
 
 /// Installs a run's state on this thread and removes it on drop, even on panic.
@@ -50,9 +86,17 @@ impl RunGuard {
                 now,
                 logs: Vec::new(),
                 reserved_hosts: reserved,
+                stop: None,
             })
         });
+        HALTED.with(|h| h.set(false));
         RunGuard
+    }
+
+    /// Takes the reason the engine stopped the run, if it did.
+    pub(crate) fn take_stop(&self) -> Option<Stop> {
+        HALTED.with(|h| h.set(false));
+        RUN.with(|r| r.borrow_mut().as_mut().and_then(|s| s.stop.take()))
     }
 
     /// Takes the log lines captured since the last call.
@@ -69,6 +113,7 @@ impl RunGuard {
 impl Drop for RunGuard {
     fn drop(&mut self) {
         RUN.with(|r| *r.borrow_mut() = None);
+        HALTED.with(|h| h.set(false));
     }
 }
 
@@ -93,7 +138,7 @@ fn regex_cache() -> &'static RwLock<HashMap<String, Arc<Regex>>> {
     CACHE.get_or_init(Default::default)
 }
 
-const REGEX_CACHE_CAP: usize = 4096;
+const REGEX_CACHE_CAP: usize = 512;
 
 fn compiled(ctx: &NativeCallContext, pattern: &str) -> Result<Arc<Regex>, Box<EvalAltResult>> {
     if let Some(re) = regex_cache()
@@ -108,8 +153,8 @@ fn compiled(ctx: &NativeCallContext, pattern: &str) -> Result<Arc<Regex>, Box<Ev
         .build()
         .map(Arc::new)
         .map_err(|e| {
-            terminate(
-                Dynamic::from(HelperFault(format!("invalid regex {pattern:?}: {e}"))),
+            halt(
+                Stop::Fault(format!("invalid regex {pattern:?}: {e}"), ctx.call_position()),
                 ctx.call_position(),
             )
         })?;
@@ -153,6 +198,14 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
     engine.disable_symbol("eval");
 
     engine.on_progress(|ops| {
+        if HALTED.with(Cell::get) {
+            return Some(Dynamic::from(Halt));
+        }
+        // Every call level is at least one operation, so this catches runaway nesting before
+        // the thread's stack is gone.
+        if stacker::remaining_stack().is_some_and(|left| left < STACK_GUARD) {
+            return Some(record_stop(Stop::Stack));
+        }
         // Checking the clock every operation would cost more than the operations themselves.
         if ops % 256 != 0 {
             return None;
@@ -162,7 +215,10 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
                 .as_ref()
                 .is_some_and(|s| Instant::now() >= s.deadline)
         });
-        late.then(|| Dynamic::from(DeadlineHit))
+        if late {
+            return Some(record_stop(Stop::Deadline));
+        }
+        None
     });
     engine.on_print(|s| push_log(s.to_owned()));
     engine.on_debug(|s, _, _| push_log(s.to_owned()));
@@ -170,10 +226,7 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
     engine.register_fn(
         "deny",
         |ctx: NativeCallContext, msg: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            Err(terminate(
-                Dynamic::from(Denial(log_text(&msg))),
-                ctx.call_position(),
-            ))
+            Err(halt(Stop::Denied(log_text(&msg)), ctx.call_position()))
         },
     );
     engine.register_fn("log", |msg: Dynamic| push_log(log_text(&msg)));
