@@ -341,16 +341,18 @@ impl std::fmt::Debug for RuleSet {
 
 const SCOPE_VARS: [&str; 3] = ["user", "context", "configuration"];
 
-/// Native stack a pipeline needs for the sandbox's default call depth (64 levels, each with up
-/// to 32 levels of nested expressions). Measured: the worst such rule needs about 5 MiB in a
-/// debug build and a fraction of that optimised. When the calling thread has less left (a test
-/// thread has 2 MiB, a tokio worker 2 MiB), the run moves to a fresh stack of
-/// `RUN_STACK_SIZE`. The engine's per-operation stack guard still stops a rule cleanly if even
-/// that runs low, so the process never overflows its stack.
+/// Native stack a pipeline run is given. Two things in a rule recurse on the native stack: call
+/// levels (64 by default; measured worst case about 1 MiB optimised, 5 MiB in a debug build) and
+/// nested values, which rhai sizes, clones, prints and drops recursively (arrays and maps of up
+/// to 10,000 items each can nest 20,000 levels deep; 9,000 levels of maps measured 3 MiB
+/// optimised). A test thread or a tokio worker has 2 MiB, so when the calling thread has less
+/// than this left, the run moves to a fresh stack of `RUN_STACK_SIZE` (stacker maps it lazily:
+/// only the pages a rule touches are ever backed). The engine's per-operation stack guard
+/// still stops a runaway rule cleanly if even that runs low.
 const RUN_STACK_MIN: usize = if cfg!(debug_assertions) {
-    8 << 20
+    64 << 20
 } else {
-    1 << 20
+    16 << 20
 };
 
 /// Size of the stack a run moves to when the current one has less than `RUN_STACK_MIN` left.
