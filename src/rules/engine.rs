@@ -203,7 +203,7 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
         }
         // Every call level is at least one operation, so this catches runaway nesting before
         // the thread's stack is gone.
-        if stacker::remaining_stack().is_some_and(|left| left < STACK_GUARD) {
+        if super::stack::remaining().is_some_and(|left| left < STACK_GUARD) {
             return Some(record_stop(Stop::Stack));
         }
         // Checking the clock every operation would cost more than the operations themselves.

@@ -21,10 +21,11 @@
 
 mod engine;
 mod loader;
+mod stack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
@@ -329,7 +330,12 @@ pub struct RuleSet {
     configuration_dyn: Dynamic,
     options: RuleSetOptions,
     reserved: Arc<Vec<String>>,
+    /// Namespace-rule verdicts per claim key, for the access token and the ID token.
+    verdicts: [RwLock<HashMap<String, Result<(), Refusal>>>; 2],
 }
+
+/// Most claim-key verdicts a set remembers.
+const VERDICT_CACHE_CAP: usize = 4096;
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -341,22 +347,6 @@ impl std::fmt::Debug for RuleSet {
 
 const SCOPE_VARS: [&str; 3] = ["user", "context", "configuration"];
 
-/// Native stack a pipeline run is given. Two things in a rule recurse on the native stack: call
-/// levels (64 by default; measured worst case about 1 MiB optimised, 5 MiB in a debug build) and
-/// nested values, which rhai sizes, clones, prints and drops recursively (arrays and maps of up
-/// to 10,000 items each can nest 20,000 levels deep; 9,000 levels of maps measured 3 MiB
-/// optimised). A test thread or a tokio worker has 2 MiB, so when the calling thread has less
-/// than this left, the run moves to a fresh stack of `RUN_STACK_SIZE` (stacker maps it lazily:
-/// only the pages a rule touches are ever backed). The engine's per-operation stack guard
-/// still stops a runaway rule cleanly if even that runs low.
-const RUN_STACK_MIN: usize = if cfg!(debug_assertions) {
-    64 << 20
-} else {
-    16 << 20
-};
-
-/// Size of the stack a run moves to when the current one has less than `RUN_STACK_MIN` left.
-const RUN_STACK_SIZE: usize = RUN_STACK_MIN + (1 << 20);
 
 impl RuleSet {
     /// Loads and compiles a rules folder with default options.
@@ -447,6 +437,7 @@ impl RuleSet {
             configuration_dyn,
             options,
             reserved,
+            verdicts: Default::default(),
         })
     }
 
@@ -495,9 +486,9 @@ impl RuleSet {
             logs: Vec::new(),
         };
         let (rules_run, logs) = (&mut trace.rules_run, &mut trace.logs);
-        // Rules run on a stack with room for the sandbox's call depth (see `RUN_STACK_MIN`), and
-        // a panic inside rhai becomes an error of the rule instead of unwinding into the caller.
-        let result = stacker::maybe_grow(RUN_STACK_MIN, RUN_STACK_SIZE, || {
+        // Rules run on a stack with room for the sandbox's limits (see `stack`), and a panic
+        // inside rhai becomes an error of the rule instead of unwinding into the caller.
+        let result = stack::with_run_stack(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 self.run_inner(user, context, opts, rules_run, logs)
             }))
@@ -622,7 +613,7 @@ impl RuleSet {
             map.retain(|_, v| !v.is_null());
             let mut dropped: Vec<String> = map
                 .keys()
-                .filter(|k| claims::check_claim(kind, k, &self.reserved).is_err())
+                .filter(|k| self.verdict(kind, k).is_err())
                 .cloned()
                 .collect();
             dropped.sort();
@@ -731,7 +722,7 @@ impl RuleSet {
                 if offenders.contains_key(&(kind, key.to_owned())) {
                     continue;
                 }
-                if let Err(reason) = claims::check_claim(kind, key, &self.reserved) {
+                if let Err(reason) = self.verdict(kind, key) {
                     if policy == NamespacePolicy::Reject {
                         return Err(RuleError::Namespace {
                             rule: rule.to_owned(),
@@ -745,6 +736,27 @@ impl RuleSet {
             }
         }
         Ok(())
+    }
+
+    /// `claims::check_claim` for this set's reserved hosts, remembered across runs: claim keys
+    /// are nearly always the same few literals, and parsing them as URLs after every rule of
+    /// every run was a tenth of the pipeline's time.
+    fn verdict(&self, kind: TokenKind, key: &str) -> Result<(), Refusal> {
+        let cache = match kind {
+            TokenKind::AccessToken => &self.verdicts[0],
+            TokenKind::IdToken => &self.verdicts[1],
+        };
+        if let Some(v) = cache.read().ok().and_then(|c| c.get(key).copied()) {
+            return v;
+        }
+        let v = claims::check_claim(kind, key, &self.reserved);
+        if let Ok(mut c) = cache.write() {
+            // Bounded: rules that invent keys per user must not grow it without end.
+            if c.len() < VERDICT_CACHE_CAP {
+                c.insert(key.to_owned(), v);
+            }
+        }
+        v
     }
 
     /// The error for a run the engine stopped; `pos` is where the script was when it stopped.
