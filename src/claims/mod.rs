@@ -173,7 +173,16 @@ fn namespace_host(key: &str) -> Option<String> {
         .get(..8)
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+    let authority = if lower.starts_with("http://") {
+        &key[7..]
+    } else if lower.starts_with("https://") {
+        &key[8..]
+    } else {
+        return None;
+    };
+    // The url crate forgives extra slashes (`https:///x` parses with host `x`): judge the key as
+    // written, where nothing stands between `//` and the path.
+    if authority.is_empty() || authority.starts_with(['/', '\\', '?', '#']) {
         return None;
     }
     let url = url::Url::parse(key).ok()?;
