@@ -371,3 +371,33 @@ fn each_rule_starts_with_a_clean_scope() {
     let out = set.run(user, context).expect("runs");
     assert_eq!(out.access_token["https://example.com/id"], json!("auth0|1"));
 }
+
+#[test]
+fn keys_a_rule_adds_to_configuration_never_reach_later_rules_or_runs() {
+    // rhai refuses changes to the constant's existing keys but lets a script add new ones; the
+    // engine hands every rule a fresh copy so such additions stay inside the rule.
+    let set = RuleSet::from_sources(
+        vec![
+            (
+                "adder".into(),
+                r#"configuration.INJECTED = "x"; configuration.LIMITS.extra = 1; log(configuration.INJECTED);"#
+                    .into(),
+            ),
+            (
+                "reader".into(),
+                r#"log(type_of(configuration.INJECTED)); log(type_of(configuration.LIMITS.extra));"#
+                    .into(),
+            ),
+        ],
+        json!({"LIMITS": {"max": 3}}),
+        Default::default(),
+    )
+    .expect("compiles");
+    for _ in 0..2 {
+        let (user, context) = login();
+        let out = set.run(user, context).expect("runs");
+        assert_eq!(out.logs[0].lines, ["x"]);
+        assert_eq!(out.logs[1].lines, ["()", "()"]);
+    }
+    assert_eq!(set.configuration().len(), 1);
+}

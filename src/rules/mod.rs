@@ -547,7 +547,7 @@ impl RuleSet {
         let mut scope = Scope::with_capacity(8);
         scope.push_dynamic("user", to_dyn(&user)?);
         scope.push_dynamic("context", to_dyn(&context)?);
-        scope.push_constant_dynamic("configuration", configuration);
+        scope.push_constant_dynamic("configuration", configuration.clone());
 
         let policy = opts
             .namespace_policy
@@ -582,8 +582,11 @@ impl RuleSet {
                 }
                 (Ok(_), None) => {}
             }
-            // A rule's top-level `let`s must not leak into the next rule.
-            scope.rewind(SCOPE_VARS.len());
+            // A rule's top-level `let`s must not leak into the next rule. `configuration` is
+            // pushed afresh too: rhai refuses changes to the constant's existing keys but lets a
+            // rule add new ones, which must not reach later rules.
+            scope.rewind(SCOPE_VARS.len() - 1);
+            scope.push_constant_dynamic("configuration", configuration.clone());
             self.inspect_claims(&scope, &rule.name, policy, &mut offenders, &mut scope_list)?;
         }
         drop(guard);
