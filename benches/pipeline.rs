@@ -106,7 +106,9 @@ fn pipeline(c: &mut Criterion) {
     let samples = RuleSet::load(rules).expect("the sample rules load");
     let (u, ctx) = (user(), context());
     // Sanity: the benchmark measures a successful run that adds claims and rewrites nothing.
-    let out = samples.run(u.clone(), ctx.clone()).expect("the sample run succeeds");
+    let out = samples
+        .run(u.clone(), ctx.clone())
+        .expect("the sample run succeeds");
     assert!(!out.access_token.is_empty());
 
     let mut group = c.benchmark_group("pipeline");
@@ -124,7 +126,9 @@ fn pipeline(c: &mut Criterion) {
         RuleSetOptions::default(),
     )
     .expect("the 20 rules compile");
-    let out = twenty.run(u.clone(), ctx.clone()).expect("the 20-rule run succeeds");
+    let out = twenty
+        .run(u.clone(), ctx.clone())
+        .expect("the 20-rule run succeeds");
     assert_eq!(out.logs.len(), 20);
     group.bench_function("twenty_rules", |b| {
         b.iter_batched(

@@ -43,13 +43,23 @@ fn run_prints_the_outcome_as_pretty_json_and_exits_0() {
     ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("\n  \"access_token\": {"), "pretty-printed: {stdout}");
+    assert!(
+        stdout.contains("\n  \"access_token\": {"),
+        "pretty-printed: {stdout}"
+    );
     let v: Value = serde_json::from_str(&stdout).expect("stdout is JSON");
-    assert_eq!(v["access_token"]["https://example.com/roles"], json!(["admin"]));
+    assert_eq!(
+        v["access_token"]["https://example.com/roles"],
+        json!(["admin"])
+    );
     assert_eq!(v["access_token"]["https://example.com/plan"], json!("pro"));
     assert_eq!(v["id_token"]["https://example.com/theme"], json!("dark"));
     assert_eq!(v["id_token"]["https://example.com/logins_count"], json!(3));
-    assert_eq!(v["scope"], Value::Null, "an admin keeps the requested scope");
+    assert_eq!(
+        v["scope"],
+        Value::Null,
+        "an admin keeps the requested scope"
+    );
     assert_eq!(v["warnings"], json!([]));
     let rules: Vec<&str> = v["logs"]
         .as_array()
@@ -88,7 +98,11 @@ fn run_shows_scope_rewrites_logs_and_warnings() {
     for f in ["20-scope-by-role.rhai"] {
         std::fs::copy(root().join("rules").join(f), rules.join(f)).expect("copy rule");
     }
-    write(&rules, "90-sloppy.rhai", "context.accessToken.plan = \"pro\";");
+    write(
+        &rules,
+        "90-sloppy.rhai",
+        "context.accessToken.plan = \"pro\";",
+    );
     let out = claimrules(&[
         "run",
         "--user",
@@ -100,9 +114,15 @@ fn run_shows_scope_rewrites_logs_and_warnings() {
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["scope"], json!(["openid", "read:contacts"]));
-    assert_eq!(v["logs"][0]["lines"], json!(["non-admin: write scopes removed"]));
+    assert_eq!(
+        v["logs"][0]["lines"],
+        json!(["non-admin: write scopes removed"])
+    );
     let warning = v["warnings"][0].as_str().expect("a warning line");
-    assert!(warning.contains("90-sloppy") && warning.contains("plan"), "{warning}");
+    assert!(
+        warning.contains("90-sloppy") && warning.contains("plan"),
+        "{warning}"
+    );
 }
 
 #[test]
@@ -120,13 +140,29 @@ fn run_without_context_uses_a_login_context() {
 #[test]
 fn a_denial_exits_1_with_the_message_and_prints_no_claims() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let user = write(tmp.path(), "user.json", r#"{"user_id": "auth0|3", "blocked": true}"#);
-    let out = claimrules(&["run", "--user", &user, &fixture("cli_deny").to_string_lossy()]);
+    let user = write(
+        tmp.path(),
+        "user.json",
+        r#"{"user_id": "auth0|3", "blocked": true}"#,
+    );
+    let out = claimrules(&[
+        "run",
+        "--user",
+        &user,
+        &fixture("cli_deny").to_string_lossy(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("denied"), "{stderr}");
-    assert!(stderr.contains("20-gate") && stderr.contains("account blocked"), "{stderr}");
-    assert!(out.stdout.is_empty(), "no outcome on denial: {}", text(&out.stdout));
+    assert!(
+        stderr.contains("20-gate") && stderr.contains("account blocked"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no outcome on denial: {}",
+        text(&out.stdout)
+    );
 
     // The sample rules deny an unverified email for the configured client.
     let user = write(
@@ -149,8 +185,17 @@ fn a_denial_exits_1_with_the_message_and_prints_no_claims() {
 #[test]
 fn a_script_error_exits_1_with_rule_line_and_column() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let user = write(tmp.path(), "user.json", r#"{"user_id": "auth0|5", "broken": true}"#);
-    let out = claimrules(&["run", "--user", &user, &fixture("cli_deny").to_string_lossy()]);
+    let user = write(
+        tmp.path(),
+        "user.json",
+        r#"{"user_id": "auth0|5", "broken": true}"#,
+    );
+    let out = claimrules(&[
+        "run",
+        "--user",
+        &user,
+        &fixture("cli_deny").to_string_lossy(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.starts_with("error:"), "{stderr}");
@@ -173,7 +218,11 @@ fn missing_or_invalid_json_exits_2_with_a_clear_message() {
         "{stderr}"
     );
 
-    let bad = write(tmp.path(), "bad.json", "{\n  \"user_id\": \"x\",\n  oops\n}");
+    let bad = write(
+        tmp.path(),
+        "bad.json",
+        "{\n  \"user_id\": \"x\",\n  oops\n}",
+    );
     let out = claimrules(&["run", "--user", &bad, "rules"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
@@ -183,7 +232,14 @@ fn missing_or_invalid_json_exits_2_with_a_clear_message() {
     );
 
     let array = write(tmp.path(), "array.json", "[1, 2]");
-    let out = claimrules(&["run", "--user", "examples/user.json", "--context", &array, "rules"]);
+    let out = claimrules(&[
+        "run",
+        "--user",
+        "examples/user.json",
+        "--context",
+        &array,
+        "rules",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("the context must be a JSON object"),
@@ -223,7 +279,10 @@ fn check_reports_each_error_with_file_line_and_column() {
     let out = claimrules(&["check", &dir.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 2, "{stderr}");
     let syntax = format!("error: {}:2:", dir.join("10-syntax.rhai").display());
     let typo = format!("error: {}:3:", dir.join("20-typo.rhai").display());
@@ -236,9 +295,17 @@ fn check_reports_each_error_with_file_line_and_column() {
         let mut parts = rest.splitn(4, ':');
         let (_path, line, column) = (parts.next(), parts.next(), parts.next());
         assert!(line.and_then(|l| l.parse::<usize>().ok()).is_some(), "{e}");
-        assert!(column.and_then(|c| c.parse::<usize>().ok()).is_some_and(|c| c > 0), "{e}");
+        assert!(
+            column
+                .and_then(|c| c.parse::<usize>().ok())
+                .is_some_and(|c| c > 0),
+            "{e}"
+        );
     }
-    assert!(stderr.contains("2 of 3 rules failed to compile"), "{stderr}");
+    assert!(
+        stderr.contains("2 of 3 rules failed to compile"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -73,10 +73,23 @@ fn unknown_input_fields_pass_through_untouched() {
     .run(user(), context())
     .expect("runs");
     assert_eq!(out.access_token["https://example.com/country"], json!("NL"));
-    assert_eq!(out.access_token["https://example.com/authz"], json!(["reader"]));
-    assert_eq!(out.access_token["https://example.com/groups"], json!(["staff"]));
-    assert_eq!(out.access_token["https://example.com/custom"], user()["custom"]);
-    assert_eq!(out.user, user(), "a user no rule changed comes back unchanged");
+    assert_eq!(
+        out.access_token["https://example.com/authz"],
+        json!(["reader"])
+    );
+    assert_eq!(
+        out.access_token["https://example.com/groups"],
+        json!(["staff"])
+    );
+    assert_eq!(
+        out.access_token["https://example.com/custom"],
+        user()["custom"]
+    );
+    assert_eq!(
+        out.user,
+        user(),
+        "a user no rule changed comes back unchanged"
+    );
 }
 
 #[test]
@@ -103,7 +116,10 @@ fn missing_properties_read_as_unit_and_unit_claims_are_left_out() {
 #[test]
 fn logs_and_print_are_captured_per_rule() {
     let out = set(&[
-        ("one", r#"log("hello"); print("printed"); log("two", 2); log("three", 3, true);"#),
+        (
+            "one",
+            r#"log("hello"); print("printed"); log("two", 2); log("three", 3, true);"#,
+        ),
         ("quiet", "let x = 1;"),
         ("three", r#"log(#{a: 1}); log([1, "x"]);"#),
     ])
@@ -112,7 +128,12 @@ fn logs_and_print_are_captured_per_rule() {
     let logs: Vec<(&str, Vec<&str>)> = out
         .logs
         .iter()
-        .map(|l| (l.rule.as_str(), l.lines.iter().map(String::as_str).collect()))
+        .map(|l| {
+            (
+                l.rule.as_str(),
+                l.lines.iter().map(String::as_str).collect(),
+            )
+        })
         .collect();
     assert_eq!(
         logs,
@@ -128,7 +149,10 @@ fn logs_and_print_are_captured_per_rule() {
 fn deny_ends_the_run_with_the_message_and_the_rule() {
     let t = trace(&[
         ("first", r#"log("before");"#),
-        ("gate", r#"log("about to deny"); deny("please verify your email"); log("after");"#),
+        (
+            "gate",
+            r#"log("about to deny"); deny("please verify your email"); log("after");"#,
+        ),
         ("never", r#"log("must not run");"#),
     ]);
     let err = t.result.expect_err("denied");
@@ -159,12 +183,18 @@ fn deny_cannot_be_caught() {
             r#"try { try { deny("no") } catch { log("inner"); } } catch { log("outer"); }"#,
         ),
         // rhai ignores errors raised inside a sort comparator; a denial must still end the rule.
-        ("sort", r#"let a = [3, 1, 2]; a.sort(|x, y| { deny("no"); x - y }); log("sorted");"#),
+        (
+            "sort",
+            r#"let a = [3, 1, 2]; a.sort(|x, y| { deny("no"); x - y }); log("sorted");"#,
+        ),
         (
             "sort-then-nothing",
             r#"let a = [3, 1, 2]; a.sort(|x, y| { deny("no"); x - y });"#,
         ),
-        ("map", r#"let a = [1].map(|x| { deny("no"); x }); log("mapped");"#),
+        (
+            "map",
+            r#"let a = [1].map(|x| { deny("no"); x }); log("mapped");"#,
+        ),
     ] {
         let t = trace(&[(name, src), ("later", r#"log("must not run");"#)]);
         assert_eq!(
@@ -184,8 +214,14 @@ fn deny_cannot_be_caught() {
 fn a_thrown_value_is_a_denial_with_its_message() {
     for (src, message) in [
         (r#"throw "access revoked";"#, "access revoked"),
-        (r#"throw #{ message: "blocked by policy", code: 7 };"#, "blocked by policy"),
-        ("fn check() { throw \"from a function\" } check();", "from a function"),
+        (
+            r#"throw #{ message: "blocked by policy", code: 7 };"#,
+            "blocked by policy",
+        ),
+        (
+            "fn check() { throw \"from a function\" } check();",
+            "from a function",
+        ),
         ("throw 42;", "42"),
     ] {
         let t = trace(&[("thrower", src), ("later", r#"log("must not run");"#)]);
@@ -218,7 +254,12 @@ fn a_rule_may_catch_its_own_throw() {
 fn other_errors_carry_rule_line_and_column() {
     let cases = [
         // (source, line, column, words the message must contain)
-        ("let n = 1;\nn.no_such_function();", 2, 3, "no_such_function"),
+        (
+            "let n = 1;\nn.no_such_function();",
+            2,
+            3,
+            "no_such_function",
+        ),
         ("let a = [1];\nlet x = a[5];", 2, 11, "out of bounds"),
         ("let x = 1;\nlet y = x / 0;", 2, 11, "Division by zero"),
         ("let x = ();\n\nx.field = 1;", 3, 3, "field"),
@@ -258,7 +299,11 @@ fn claim_values_without_a_json_form_are_errors_of_the_rule_that_set_them() {
         r#"context.idToken["https://example.com/b"] = [blob(2)];"#,
         r#"context.idToken["https://example.com/r"] = 0..3;"#,
     ] {
-        let t = trace(&[("ok", "let fine = 1;"), ("bad", src), ("later", "let x = 1;")]);
+        let t = trace(&[
+            ("ok", "let fine = 1;"),
+            ("bad", src),
+            ("later", "let x = 1;"),
+        ]);
         match t.result {
             Err(RuleError::Script { rule, message, .. }) => {
                 assert_eq!(rule, "bad", "{src}");
@@ -283,11 +328,17 @@ fn claim_values_without_a_json_form_are_errors_of_the_rule_that_set_them() {
 
 #[test]
 fn a_user_left_without_a_json_form_is_a_clear_error() {
-    let t = trace(&[("a", "let fine = 1;"), ("b", r#"user.callback = Fn("log");"#)]);
+    let t = trace(&[
+        ("a", "let fine = 1;"),
+        ("b", r#"user.callback = Fn("log");"#),
+    ]);
     match t.result {
         Err(RuleError::Script { rule, message, .. }) => {
             assert_eq!(rule, "b");
-            assert!(message.contains("`user`") && message.contains("no JSON form"), "{message}");
+            assert!(
+                message.contains("`user`") && message.contains("no JSON form"),
+                "{message}"
+            );
         }
         other => panic!("expected a script error, got {other:?}"),
     }
@@ -295,7 +346,11 @@ fn a_user_left_without_a_json_form_is_a_clear_error() {
 
 #[test]
 fn replacing_context_or_a_token_map_is_an_error_of_that_rule() {
-    for src in ["context = 1;", "context.accessToken = [];", "context.idToken = \"x\";"] {
+    for src in [
+        "context = 1;",
+        "context.accessToken = [];",
+        "context.idToken = \"x\";",
+    ] {
         let t = trace(&[("bad", src)]);
         assert!(
             matches!(&t.result, Err(RuleError::Script { rule, .. }) if rule == "bad"),
@@ -326,7 +381,15 @@ fn regex_match_and_captures() {
     assert_eq!(
         out.logs[0].lines,
         [
-            "true", "false", "array", "4", "jane@example.com", "jane", "()", "example", "()",
+            "true",
+            "false",
+            "array",
+            "4",
+            "jane@example.com",
+            "jane",
+            "()",
+            "example",
+            "()",
             "true"
         ]
     );
@@ -357,13 +420,30 @@ fn an_invalid_regex_is_a_rule_error_at_the_call() {
         assert_eq!(t.rules_run, ["re"]);
         assert!(t.logs[0].lines.is_empty(), "{src}");
     }
-    let t = trace(&[("re", "let ok = 1;\nlet bad = regex_match(\"(unclosed\", user.email);")]);
-    assert!(matches!(t.result, Err(RuleError::Script { line: 2, column: 11, .. })), "{:?}", t.result);
+    let t = trace(&[(
+        "re",
+        "let ok = 1;\nlet bad = regex_match(\"(unclosed\", user.email);",
+    )]);
+    assert!(
+        matches!(
+            t.result,
+            Err(RuleError::Script {
+                line: 2,
+                column: 11,
+                ..
+            })
+        ),
+        "{:?}",
+        t.result
+    );
 }
 
 #[test]
 fn now_can_be_pinned_and_defaults_to_the_clock() {
-    let set = set(&[("clock", r#"context.accessToken["https://example.com/now"] = now();"#)]);
+    let set = set(&[(
+        "clock",
+        r#"context.accessToken["https://example.com/now"] = now();"#,
+    )]);
     let pinned = set.run_with(
         user(),
         context(),
@@ -406,7 +486,9 @@ fn a_run_never_leaks_into_the_next() {
         },
     );
     assert!(denied.result.is_err());
-    let out = set.run(json!({"user_id": "b"}), context()).expect("next run succeeds");
+    let out = set
+        .run(json!({"user_id": "b"}), context())
+        .expect("next run succeeds");
     assert_eq!(out.logs[0].lines, ["run for b"]);
     assert_ne!(out.access_token["https://example.com/now"], json!(5));
 }

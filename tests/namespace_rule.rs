@@ -109,7 +109,10 @@ fn keys_that_break_the_rule_are_dropped_with_a_warning_naming_rule_and_key() {
 #[test]
 fn scope_on_the_id_token_is_refused_as_a_registered_claim() {
     let set = RuleSet::from_sources(
-        vec![("setter".into(), r#"context.idToken.scope = "admin";"#.into())],
+        vec![(
+            "setter".into(),
+            r#"context.idToken.scope = "admin";"#.into(),
+        )],
         json!({}),
         Default::default(),
     )
@@ -117,7 +120,10 @@ fn scope_on_the_id_token_is_refused_as_a_registered_claim() {
     let (user, context) = login();
     let out = set.run(user, context).expect("runs");
     assert!(!out.id_token.contains_key("scope"));
-    assert_eq!(out.scope, None, "the ID token's scope is not a scope rewrite");
+    assert_eq!(
+        out.scope, None,
+        "the ID token's scope is not a scope rewrite"
+    );
     assert_eq!(
         out.warnings,
         [Warning {
@@ -152,9 +158,9 @@ fn reserved_hosts_are_refused_case_insensitively_subdomains_included() {
         let (access, id, warnings) = drop_outcome(key, &reserved);
         assert!(!access && !id, "{key} must be dropped");
         assert_eq!(warnings.len(), 2, "{key}");
-        assert!(warnings.iter().all(|w| w.reason == Refusal::ReservedHost
-            && w.key == key
-            && w.rule == "setter"));
+        assert!(warnings
+            .iter()
+            .all(|w| w.reason == Refusal::ReservedHost && w.key == key && w.rule == "setter"));
     }
     // A host that merely ends with the same letters is not a subdomain.
     let (access, id, _) = drop_outcome("https://notauth.example.org/roles", &reserved);
@@ -163,7 +169,14 @@ fn reserved_hosts_are_refused_case_insensitively_subdomains_included() {
 
 #[test]
 fn oidc_profile_claims_are_allowed_on_the_id_token_only() {
-    for key in ["name", "email", "email_verified", "picture", "locale", "updated_at"] {
+    for key in [
+        "name",
+        "email",
+        "email_verified",
+        "picture",
+        "locale",
+        "updated_at",
+    ] {
         let (access, id, warnings) = drop_outcome(key, &[]);
         assert!(id, "{key} is allowed on the ID token");
         assert!(!access, "{key} is not namespaced on the access token");
@@ -217,8 +230,15 @@ fn reject_policy_fails_the_run_naming_rule_and_key() {
             }
         );
         let msg = err.to_string();
-        assert!(msg.contains("\"offender\"") && msg.contains(&format!("{key:?}")), "{msg}");
-        assert_eq!(trace.rules_run, ["first", "offender"], "later rules do not run");
+        assert!(
+            msg.contains("\"offender\"") && msg.contains(&format!("{key:?}")),
+            "{msg}"
+        );
+        assert_eq!(
+            trace.rules_run,
+            ["first", "offender"],
+            "later rules do not run"
+        );
     }
     // The OIDC profile exception holds under reject too.
     let set = setter("name", options(NamespacePolicy::Reject, &[]));
@@ -249,9 +269,18 @@ fn the_policy_can_be_overridden_per_run() {
 fn the_warning_names_the_rule_that_set_the_key() {
     let set = RuleSet::from_sources(
         vec![
-            ("clean".into(), r#"context.accessToken["https://example.com/a"] = 1;"#.into()),
-            ("sloppy".into(), r#"context.accessToken.plan = "pro";"#.into()),
-            ("after".into(), r#"context.accessToken.plan = "gold";"#.into()),
+            (
+                "clean".into(),
+                r#"context.accessToken["https://example.com/a"] = 1;"#.into(),
+            ),
+            (
+                "sloppy".into(),
+                r#"context.accessToken.plan = "pro";"#.into(),
+            ),
+            (
+                "after".into(),
+                r#"context.accessToken.plan = "gold";"#.into(),
+            ),
         ],
         json!({}),
         Default::default(),
@@ -285,9 +314,15 @@ fn unit_claims_are_left_out_without_warnings() {
     let (user, context) = login();
     let out = set.run(user, context).expect("runs");
     assert!(out.access_token.is_empty(), "{:?}", out.access_token);
-    assert!(out.warnings.is_empty(), "a unit claim is not a refused claim");
+    assert!(
+        out.warnings.is_empty(),
+        "a unit claim is not a refused claim"
+    );
     // Inside a value, unit is JSON null.
-    assert_eq!(out.id_token["https://example.com/kept"], json!([1, null, 3]));
+    assert_eq!(
+        out.id_token["https://example.com/kept"],
+        json!([1, null, 3])
+    );
 }
 
 #[test]
@@ -297,8 +332,12 @@ fn claims_over_the_size_cap_fail_the_run() {
         let s = "0123456789"; s.pad(30000, "x");
         for i in 0..4 { context.accessToken[`https://example.com/big${i}`] = s; }
     "#;
-    let set = RuleSet::from_sources(vec![("big".into(), src.into())], json!({}), Default::default())
-        .expect("compiles");
+    let set = RuleSet::from_sources(
+        vec![("big".into(), src.into())],
+        json!({}),
+        Default::default(),
+    )
+    .expect("compiles");
     let (user, context) = login();
     match set.run(user.clone(), context.clone()) {
         Err(RuleError::ClaimsTooLarge { token, size, limit }) => {
@@ -313,16 +352,30 @@ fn claims_over_the_size_cap_fail_the_run() {
         let s = "0123456789"; s.pad(30000, "x");
         for i in 0..3 { context.idToken[`https://example.com/big${i}`] = s; }
     "#;
-    let set = RuleSet::from_sources(vec![("under".into(), under.into())], json!({}), Default::default())
-        .expect("compiles");
-    assert_eq!(set.run(user.clone(), context.clone()).expect("under the cap").id_token.len(), 3);
+    let set = RuleSet::from_sources(
+        vec![("under".into(), under.into())],
+        json!({}),
+        Default::default(),
+    )
+    .expect("compiles");
+    assert_eq!(
+        set.run(user.clone(), context.clone())
+            .expect("under the cap")
+            .id_token
+            .len(),
+        3
+    );
     let mut tight = RuleSetOptions::default();
     tight.namespace.max_claims_bytes = 50_000;
     let set = RuleSet::from_sources(vec![("under".into(), under.into())], json!({}), tight)
         .expect("compiles");
     assert!(matches!(
         set.run(user, context),
-        Err(RuleError::ClaimsTooLarge { token: TokenKind::IdToken, limit: 50_000, .. })
+        Err(RuleError::ClaimsTooLarge {
+            token: TokenKind::IdToken,
+            limit: 50_000,
+            ..
+        })
     ));
 }
 

@@ -94,7 +94,10 @@ fn configuration_is_visible_to_rules() {
 #[test]
 fn configuration_is_read_only() {
     let attempts = [
-        ("assign-key", r#"configuration.API_BASE = "https://evil.example";"#),
+        (
+            "assign-key",
+            r#"configuration.API_BASE = "https://evil.example";"#,
+        ),
         ("assign-nested", "configuration.LIMITS.max = 100;"),
         ("replace", "configuration = #{};"),
         ("clear", "configuration.clear();"),
@@ -151,7 +154,9 @@ fn configuration_is_read_only() {
     )
     .expect("compiles");
     let (user, context) = login();
-    let out = set.run(user.clone(), context.clone()).expect("run succeeds");
+    let out = set
+        .run(user.clone(), context.clone())
+        .expect("run succeeds");
     assert_eq!(out.logs[0].lines, ["changed"]);
     assert_eq!(
         out.access_token["https://example.com/api"],
@@ -321,8 +326,11 @@ fn manifest_and_folder_errors_are_clear() {
     }
 
     // A listed rule whose file is missing.
-    std::fs::write(tmp.path().join("rules.toml"), "[[rule]]\nname = \"ghost\"\n")
-        .expect("write manifest");
+    std::fs::write(
+        tmp.path().join("rules.toml"),
+        "[[rule]]\nname = \"ghost\"\n",
+    )
+    .expect("write manifest");
     match RuleSet::load(tmp.path()) {
         Err(LoadError::Io { path, .. }) => assert_eq!(path, tmp.path().join("ghost.rhai")),
         other => panic!("expected an I/O error, got {other:?}"),
@@ -353,11 +361,17 @@ fn each_rule_starts_with_a_clean_scope() {
         Default::default(),
     )
     .expect_err("b cannot see a's variable");
-    assert!(matches!(&err, LoadError::Compile { rule, .. } if rule == "b"), "{err:?}");
+    assert!(
+        matches!(&err, LoadError::Compile { rule, .. } if rule == "b"),
+        "{err:?}"
+    );
 
     let set = RuleSet::from_sources(
         vec![
-            ("shadow".into(), r#"let user = #{ user_id: "fake" };"#.into()),
+            (
+                "shadow".into(),
+                r#"let user = #{ user_id: "fake" };"#.into(),
+            ),
             (
                 "reader".into(),
                 r#"context.accessToken["https://example.com/id"] = user.user_id;"#.into(),

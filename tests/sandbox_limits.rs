@@ -34,14 +34,21 @@ fn stopped_then_recovers(set: &RuleSet, check: impl Fn(&RuleError) -> bool) -> R
         .run(hostile_user(), json!({}))
         .expect_err("the hostile rule must be stopped");
     // Generous bound: only proves the rule was stopped, not how fast.
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(err.rule(), Some("hostile"), "{err}");
     assert!(!err.is_denial(), "a sandbox stop is not a denial: {err}");
     assert!(check(&err), "unexpected error: {err:?}");
     let ok = set
         .run(json!({"user_id": "auth0|good"}), json!({}))
         .expect("the next run on the same set succeeds");
-    assert_eq!(ok.access_token["https://example.com/ok"], json!("auth0|good"));
+    assert_eq!(
+        ok.access_token["https://example.com/ok"],
+        json!("auth0|good")
+    );
     err
 }
 
@@ -80,7 +87,14 @@ fn the_wall_clock_budget_stops_a_loop_when_operations_are_unlimited() {
         }),
     );
     let err = stopped_then_recovers(&set, |e| {
-        matches!(e, RuleError::Timeout { budget_ms: 100, line: 3, .. })
+        matches!(
+            e,
+            RuleError::Timeout {
+                budget_ms: 100,
+                line: 3,
+                ..
+            }
+        )
     });
     assert!(err.to_string().contains("time budget of 100 ms"), "{err}");
 }
@@ -100,8 +114,8 @@ fn the_operation_budget_stops_a_loop_when_time_is_plentiful() {
 
 #[test]
 fn catching_inside_a_function_does_not_escape_the_deadline() {
-    // rhai lets `try`/`catch` around a script function call catch a termination raised inside
-    // it; the engine's stop is sticky, so the rule still ends at the deadline.
+    // Whatever a script does after a stop (catch, carry on in a loop), the engine's stop is
+    // sticky: every further operation terminates again, so the rule ends at the deadline.
     let set = guarded_with(
         "fn spin() { loop {} }",
         "loop { try { spin() } catch { } }",
@@ -115,14 +129,21 @@ fn catching_inside_a_function_does_not_escape_the_deadline() {
 
 #[test]
 fn a_string_doubled_without_end_is_stopped() {
-    let set = guarded(r#"let s = "x"; loop { s += s; }"#, RuleSetOptions::default());
+    let set = guarded(
+        r#"let s = "x"; loop { s += s; }"#,
+        RuleSetOptions::default(),
+    );
     stopped_then_recovers(&set, |e| script_message(e).contains("Length of string"));
     // The limit is configurable: 64 KiB by default, so 40,000 bytes pass and a 1 KiB cap does not.
     let src = r#"let s = "x"; s.pad(40000, "y"); context.accessToken["https://example.com/len"] = s.len();"#;
-    let ok = RuleSet::from_sources(vec![("hostile".into(), src.into())], json!({}), Default::default())
-        .expect("compiles")
-        .run(json!({}), json!({}))
-        .expect("40,000 bytes are within the default");
+    let ok = RuleSet::from_sources(
+        vec![("hostile".into(), src.into())],
+        json!({}),
+        Default::default(),
+    )
+    .expect("compiles")
+    .run(json!({}), json!({}))
+    .expect("40,000 bytes are within the default");
     assert_eq!(ok.access_token["https://example.com/len"], json!(40000));
     let small = RuleSet::from_sources(
         vec![("hostile".into(), src.into())],
@@ -130,13 +151,19 @@ fn a_string_doubled_without_end_is_stopped() {
         limits(|o| o.limits.max_string_size = 1024),
     )
     .expect("compiles");
-    assert!(script_message(&small.run(json!({}), json!({})).expect_err("over 1 KiB"))
-        .contains("Length of string"));
+    assert!(
+        script_message(&small.run(json!({}), json!({})).expect_err("over 1 KiB"))
+            .contains("Length of string")
+    );
 }
 
 #[test]
 fn unbounded_recursion_is_stopped_at_the_call_depth() {
-    let set = guarded_with("fn down(n) { down(n + 1) }", "down(0);", RuleSetOptions::default());
+    let set = guarded_with(
+        "fn down(n) { down(n + 1) }",
+        "down(0);",
+        RuleSetOptions::default(),
+    );
     stopped_then_recovers(&set, |e| script_message(e).contains("call depth"));
 }
 
@@ -181,7 +208,10 @@ fn an_array_grown_without_end_is_stopped() {
     );
     stopped_then_recovers(&set, |e| script_message(e).contains("Size of array"));
     // Builtins that allocate in one call are bounded too.
-    for src in ["blob(1_000_000_000);", "let a = []; a.pad(1_000_000_000, 0);"] {
+    for src in [
+        "blob(1_000_000_000);",
+        "let a = []; a.pad(1_000_000_000, 0);",
+    ] {
         let set = guarded(src, RuleSetOptions::default());
         stopped_then_recovers(&set, |e| script_message(e).contains("Size of array"));
     }
@@ -195,8 +225,11 @@ fn import_and_eval_are_refused_at_load_time() {
         (r#"eval("1")"#, "eval"),
         (r#"let code = "deny(\"x\")"; eval(code);"#, "eval"),
     ] {
-        match RuleSet::from_sources(vec![("hostile".into(), src.into())], json!({}), Default::default())
-        {
+        match RuleSet::from_sources(
+            vec![("hostile".into(), src.into())],
+            json!({}),
+            Default::default(),
+        ) {
             Err(LoadError::Compile {
                 rule,
                 line,
@@ -235,8 +268,12 @@ fn deep_recursion_never_overflows_the_native_stack() {
     // cargo runs this test on a 2 MiB thread; 64 such call levels need about 5 MiB in a debug
     // build. The run must reach the call-depth limit and fail cleanly, not abort the process.
     for src in deep_recursions() {
-        let set = RuleSet::from_sources(vec![("deep".into(), src.clone())], json!({}), Default::default())
-            .expect("compiles");
+        let set = RuleSet::from_sources(
+            vec![("deep".into(), src.clone())],
+            json!({}),
+            Default::default(),
+        )
+        .expect("compiles");
         let err = set.run(json!({}), json!({})).expect_err("stopped");
         assert!(script_message(&err).contains("call depth"), "{src}: {err}");
     }
@@ -302,7 +339,12 @@ fn concurrent_runs_agree_with_sequential_runs() {
         )
         .expect("compiles"),
     );
-    let input = |n: i64| (json!({"user_id": format!("auth0|{n}"), "n": n}), json!({"clientID": "app"}));
+    let input = |n: i64| {
+        (
+            json!({"user_id": format!("auth0|{n}"), "n": n}),
+            json!({"clientID": "app"}),
+        )
+    };
     let expected: Vec<_> = (0..40)
         .map(|n| {
             let (u, c) = input(n);
@@ -337,6 +379,10 @@ fn concurrent_runs_agree_with_sequential_runs() {
     assert!(hostile.join().expect("thread ran").is_err());
     // Sanity: the inputs cover successes, denials and script errors.
     assert!(expected.iter().any(|r| r.is_ok()));
-    assert!(expected.iter().any(|r| matches!(r, Err(RuleError::Denied { .. }))));
-    assert!(expected.iter().any(|r| matches!(r, Err(RuleError::Script { .. }))));
+    assert!(expected
+        .iter()
+        .any(|r| matches!(r, Err(RuleError::Denied { .. }))));
+    assert!(expected
+        .iter()
+        .any(|r| matches!(r, Err(RuleError::Script { .. }))));
 }

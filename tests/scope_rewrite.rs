@@ -116,7 +116,10 @@ fn invalid_scopes_are_rule_errors_naming_the_rule() {
             &RunOptions::default(),
         );
         match trace.result {
-            Err(RuleError::InvalidScope { ref rule, ref message }) => {
+            Err(RuleError::InvalidScope {
+                ref rule,
+                ref message,
+            }) => {
                 assert_eq!(rule, "scoper", "{value}");
                 assert!(message.contains(why), "{value}: {message}");
                 let shown = trace.result.as_ref().expect_err("error").to_string();
@@ -124,7 +127,11 @@ fn invalid_scopes_are_rule_errors_naming_the_rule() {
             }
             other => panic!("{value}: expected InvalidScope, got {other:?}"),
         }
-        assert_eq!(trace.rules_run, ["ok", "scoper"], "{value}: later rules do not run");
+        assert_eq!(
+            trace.rules_run,
+            ["ok", "scoper"],
+            "{value}: later rules do not run"
+        );
     }
 }
 

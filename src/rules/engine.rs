@@ -17,11 +17,10 @@ use super::SandboxLimits;
 
 /// Why the engine stopped a run from outside the script's own control flow.
 ///
-/// A stop is *sticky*: once recorded, every further operation of the run terminates again. Rhai
-/// lets some callers swallow an error (a `sort` comparator's errors are ignored, and a
-/// `try`/`catch` around a script function call catches what the function raised), so a single
-/// `ErrorTerminated` is not enough to guarantee that `deny`, the deadline or a helper fault
-/// really ends the rule.
+/// A stop is *sticky*: once recorded, every further operation of the run terminates again. Some
+/// rhai builtins swallow the errors of the script callbacks they call (`sort` ignores its
+/// comparator's errors), so a single `ErrorTerminated` is not enough to guarantee that `deny`,
+/// the deadline or a helper fault really ends the rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Stop {
     /// The rule called `deny(message)`.
@@ -154,7 +153,10 @@ fn compiled(ctx: &NativeCallContext, pattern: &str) -> Result<Arc<Regex>, Box<Ev
         .map(Arc::new)
         .map_err(|e| {
             halt(
-                Stop::Fault(format!("invalid regex {pattern:?}: {e}"), ctx.call_position()),
+                Stop::Fault(
+                    format!("invalid regex {pattern:?}: {e}"),
+                    ctx.call_position(),
+                ),
                 ctx.call_position(),
             )
         })?;

@@ -347,7 +347,6 @@ impl std::fmt::Debug for RuleSet {
 
 const SCOPE_VARS: [&str; 3] = ["user", "context", "configuration"];
 
-
 impl RuleSet {
     /// Loads and compiles a rules folder with default options.
     pub fn load(dir: impl AsRef<Path>) -> Result<RuleSet, LoadError> {
@@ -424,12 +423,11 @@ impl RuleSet {
             }
         };
         let reserved = Arc::new(options.namespace.reserved_hosts.clone());
-        let configuration_dyn = rhai::serde::to_dynamic(&configuration).map_err(|e| {
-            LoadError::Manifest {
+        let configuration_dyn =
+            rhai::serde::to_dynamic(&configuration).map_err(|e| LoadError::Manifest {
                 path: PathBuf::from("rules.toml"),
                 message: format!("configuration: {e}"),
-            }
-        })?;
+            })?;
         Ok(RuleSet {
             engine: Arc::new(engine),
             rules,
