@@ -95,9 +95,11 @@ fn run_shows_scope_rewrites_logs_and_warnings() {
     );
     let rules = tmp.path().join("rules");
     std::fs::create_dir(&rules).expect("mkdir");
-    for f in ["20-scope-by-role.rhai"] {
-        std::fs::copy(root().join("rules").join(f), rules.join(f)).expect("copy rule");
-    }
+    std::fs::copy(
+        root().join("rules/20-scope-by-role.rhai"),
+        rules.join("20-scope-by-role.rhai"),
+    )
+    .expect("copy rule");
     write(
         &rules,
         "90-sloppy.rhai",
