@@ -2,6 +2,11 @@
 //! on its own, and a 20-rule set. Target (issue 2): median <= 25 µs per pipeline run.
 //!
 //! Run with `cargo bench --bench pipeline`.
+//!
+//! Measured 2026-11-26 on the shared 2-core machine (load average 10-13, so wall-clock medians
+//! run 3-4x the CPU cost; CPU time per run from `perf stat -e task-clock` over 20,000 runs):
+//! sample rules 57.9 µs median wall, 17 µs CPU; JSON -> Dynamic 15.6 µs wall and back 8.9 µs
+//! wall, 4.2 µs CPU both ways; twenty rules 138 µs wall, 46 µs CPU; no rules 24.2 µs wall.
 
 use std::hint::black_box;
 use std::time::Duration;
