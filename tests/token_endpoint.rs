@@ -220,7 +220,11 @@ async fn key_roll_over_publishes_both_keys_and_signs_with_the_new_one() {
 
     let key =
         claimrules::issuer::SigningKey::generate(claimrules::config::SigningAlg::ES256).unwrap();
+    // The new key must activate strictly after the first one (whole seconds): wait for that
+    // second to come (at most about 1 s).
+    let first = s.state.store.keys().await.unwrap()[0].activates_at;
     let now = claimrules::issuer::unix_now();
+    let activates_at = now.max(first + 1);
     s.state
         .store
         .put_key(&claimrules::store::StoredKey {
@@ -228,11 +232,16 @@ async fn key_roll_over_publishes_both_keys_and_signs_with_the_new_one() {
             alg: "ES256".into(),
             private_pkcs8_der: key.pkcs8_der().to_vec(),
             created_at: now,
-            activates_at: now,
+            activates_at,
             retires_at: None,
         })
         .await
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while claimrules::issuer::unix_now() < activates_at {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     claimrules::serve::refresh_keys(&s.state).await.unwrap();
 
     let jwks = s.jwks().await;
