@@ -188,8 +188,9 @@ pub enum StoreError {
 
 impl StoreError {
     /// Maps a sqlx error, telling connection trouble (`Unavailable`) and duplicates (`Conflict`)
-    /// apart from other failures.
-    pub(crate) fn from_sqlx(e: sqlx::Error) -> StoreError {
+    /// apart from other failures. `transient` tells whether the engine's error code means the
+    /// database is (temporarily) out of reach.
+    pub(crate) fn from_sqlx(e: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
         match &e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -200,15 +201,7 @@ impl StoreError {
                 if db.is_unique_violation() {
                     return StoreError::Conflict(db.message().to_string());
                 }
-                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after busy_timeout, SQLITE_IOERR (10)
-                // and SQLITE_CANTOPEN (14) (primary codes; extended codes keep them in the low
-                // byte). PostgreSQL: class 08 (connection exception), 57P01-57P03 (shutdown).
-                let transient = match code.parse::<i64>() {
-                    Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 14),
-                    Err(_) => code.starts_with("08") || code.starts_with("57P"),
-                };
-                if transient {
+                if db.code().is_some_and(|c| transient(&c)) {
                     StoreError::Unavailable(e.to_string())
                 } else {
                     StoreError::Database(e.to_string())
