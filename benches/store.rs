@@ -41,6 +41,7 @@ fn grant(i: usize) -> Grant {
         request: serde_json::json!({"ip": "127.0.0.1", "hostname": "127.0.0.1:3000",
                                     "userAgent": "bench", "query": {}}),
         rule_scope: None,
+        claims: None,
     }
 }
 
