@@ -153,9 +153,26 @@ fn main() {
             .await
             .expect("open sqlite store");
         bench_engine("sqlite", &store, secs).await;
-        if let Ok(url) = std::env::var("CLAIMRULES_BENCH_POSTGRES_URL") {
+        if let Ok(base) = std::env::var("CLAIMRULES_BENCH_POSTGRES_URL") {
+            // A schema of its own, dropped afterwards.
+            use sqlx::Connection;
+            let mut admin = sqlx::postgres::PgConnection::connect(&base)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL unreachable at {base}: {e}"));
+            let schema = format!("cr_bench_{:08x}", rand::random::<u32>());
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&mut admin)
+                .await
+                .expect("create bench schema");
+            let sep = if base.contains('?') { '&' } else { '?' };
+            let url = format!("{base}{sep}options=-csearch_path%3D{schema}");
             let store = Store::open(&url).await.expect("open postgres store");
             bench_engine("postgres", &store, secs).await;
+            drop(store);
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut admin)
+                .await
+                .expect("drop bench schema");
         }
     });
 }
