@@ -41,6 +41,8 @@ pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Most writes committed together in one transaction.
 const MAX_BATCH: usize = 256;
+/// Scheduler yields before the writer takes a batch (see `writer_loop`).
+const WRITER_YIELDS: usize = 2;
 /// Queued writes waiting for the writer before callers wait for room.
 const QUEUE: usize = 4096;
 /// Read-only connections.
@@ -788,6 +790,12 @@ async fn writer_loop(
                 // Every Store clone is gone.
                 None => break,
             }
+        }
+        // Let the callers just answered by the previous commit queue their next write, so it
+        // joins this batch instead of waiting one more fsync (measured: 16 writers went from
+        // ~10.7 to ~16 writes per commit). Costs a few microseconds when idle.
+        for _ in 0..WRITER_YIELDS {
+            tokio::task::yield_now().await;
         }
         while pending.len() < MAX_BATCH {
             match rx.try_recv() {
