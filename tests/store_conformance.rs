@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use claimrules::store::{CodeRedemption, Grant, Rotation, Session, Store, StoreError, StoredKey};
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Barrier;
 
 const NOW: i64 = 1_800_000_000;
@@ -19,12 +19,28 @@ struct TestDb {
     store: Store,
     url: String,
     engine: Engine,
+    /// PostgreSQL: the schema made for this test.
+    schema: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Engine {
     Sqlite,
+    Postgres,
+}
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn postgres_url() -> String {
+    std::env::var("CLAIMRULES_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
+}
+
+/// `url` with `search_path` set to `schema` (PostgreSQL's `options` connection parameter), and
+/// the schema as `application_name` so the test's connections can be told apart.
+fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}options=-csearch_path%3D{schema}&application_name={schema}")
 }
 
 impl TestDb {
@@ -36,7 +52,34 @@ impl TestDb {
             store,
             url,
             engine: Engine::Sqlite,
+            schema: None,
             _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> TestDb {
+        let base = postgres_url();
+        let mut admin = sqlx::postgres::PgConnection::connect(&base)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is unreachable at {base}: {e}. The store conformance tests need \
+                     it (set CLAIMRULES_TEST_POSTGRES_URL to another server); they never skip."
+                )
+            });
+        let schema = format!("cr_test_{:016x}", rand::random::<u64>());
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test schema");
+        let url = with_search_path(&base, &schema);
+        let store = Store::open(&url).await.expect("open postgres store");
+        TestDb {
+            store,
+            url,
+            engine: Engine::Postgres,
+            schema: Some(schema),
+            _dir: None,
         }
     }
 
@@ -55,10 +98,27 @@ impl TestDb {
                     .expect("raw sqlite connection");
                 sqlx::query(sql).execute(&mut c).await.expect("raw sql");
             }
+            Engine::Postgres => {
+                let mut c = sqlx::postgres::PgConnection::connect(&self.url)
+                    .await
+                    .expect("raw postgres connection");
+                sqlx::query(sql).execute(&mut c).await.expect("raw sql");
+            }
         }
     }
 
-    async fn finish(self) {}
+    /// Drops the test's PostgreSQL schema (left in place when the test failed, to inspect it).
+    async fn finish(self) {
+        if let Some(schema) = &self.schema {
+            let mut admin = sqlx::postgres::PgConnection::connect(&postgres_url())
+                .await
+                .expect("reconnect to drop the test schema");
+            sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                .execute(&mut admin)
+                .await
+                .expect("drop test schema");
+        }
+    }
 }
 
 fn grant(user: &str) -> Grant {
@@ -627,6 +687,16 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let db = super::TestDb::postgres().await;
+                    super::$case(&db).await;
+                    db.finish().await;
+                }
+            )*
+        }
     };
 }
 
@@ -686,4 +756,53 @@ async fn unsupported_urls_are_refused() {
         Store::open("sqlite::memory:").await,
         Err(StoreError::InvalidUrl(_))
     ));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable_naming_the_url() {
+    // Nothing listens on port 1: the connection is refused at once.
+    match Store::open("postgres://postgres:secret@127.0.0.1:1/test").await {
+        Err(e @ StoreError::Unavailable(_)) => {
+            let message = e.to_string();
+            assert!(message.contains("127.0.0.1:1"), "{message}");
+            assert!(!message.contains("secret"), "password leaked: {message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_recovers_after_its_connections_are_killed() {
+    let db = TestDb::postgres().await;
+    let schema = db.schema.clone().expect("postgres test schema");
+    db.store.increment_logins("u").await.unwrap();
+    // Kill every server process working for this test's store (as a server restart would).
+    let mut admin = sqlx::postgres::PgConnection::connect(&postgres_url())
+        .await
+        .expect("admin connection");
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1) k",
+    )
+    .bind(&schema)
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate backends");
+    assert!(killed >= 1, "no connection of the store was found to kill");
+    // The pool notices the dead connections and opens new ones: bounded retries, no sleep race.
+    let mut count = None;
+    for _ in 0..50 {
+        match db.store.increment_logins("u").await {
+            Ok(n) => {
+                count = Some(n);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("unexpected error after the connections died: {e} ({schema})"),
+        }
+    }
+    assert_eq!(count, Some(2), "the store did not recover");
+    db.finish().await;
 }

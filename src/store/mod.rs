@@ -10,6 +10,7 @@
 //! SHA-256 hex digest the caller computed. Times are unix seconds supplied by the caller (`now`),
 //! so the clock can be pinned in tests; a row with `expires_at <= now` is expired.
 
+mod postgres;
 mod sqlite;
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use self::postgres::PgStore;
 use self::sqlite::SqliteStore;
 
 /// Everything an authorization code or a refresh token stands for.
@@ -92,6 +94,8 @@ pub struct Session {
 }
 
 /// The result of presenting an authorization code.
+// Returned once per request and matched at once: boxing the grant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)] // returned once per request, never stored in bulk
 pub enum CodeRedemption {
@@ -110,6 +114,8 @@ pub enum CodeRedemption {
 }
 
 /// The result of presenting a refresh token for rotation.
+// Returned once per request and matched at once: boxing the grant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)] // returned once per request, never stored in bulk
 pub enum Rotation {
@@ -188,8 +194,9 @@ pub enum StoreError {
 
 impl StoreError {
     /// Maps a sqlx error, telling connection trouble (`Unavailable`) and duplicates (`Conflict`)
-    /// apart from other failures.
-    pub(crate) fn from_sqlx(e: sqlx::Error) -> StoreError {
+    /// apart from other failures. `transient` tells whether the engine's error code means the
+    /// database is (temporarily) out of reach.
+    pub(crate) fn from_sqlx(e: sqlx::Error, transient: fn(&str) -> bool) -> StoreError {
         match &e {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -200,15 +207,7 @@ impl StoreError {
                 if db.is_unique_violation() {
                     return StoreError::Conflict(db.message().to_string());
                 }
-                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                // SQLite: SQLITE_BUSY (5) / SQLITE_LOCKED (6) after busy_timeout, SQLITE_IOERR (10)
-                // and SQLITE_CANTOPEN (14) (primary codes; extended codes keep them in the low
-                // byte). PostgreSQL: class 08 (connection exception), 57P01-57P03 (shutdown).
-                let transient = match code.parse::<i64>() {
-                    Ok(n) => matches!(n & 0xff, 5 | 6 | 10 | 14),
-                    Err(_) => code.starts_with("08") || code.starts_with("57P"),
-                };
-                if transient {
+                if db.code().is_some_and(|c| transient(&c)) {
                     StoreError::Unavailable(e.to_string())
                 } else {
                     StoreError::Database(e.to_string())
@@ -228,12 +227,24 @@ pub struct Store {
 #[derive(Clone)]
 enum Engine {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Calls the same method on whichever engine backs the store.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match &$self.engine {
+            Engine::Sqlite($s) => $call,
+            Engine::Postgres($s) => $call,
+        }
+    };
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let engine = match &self.engine {
             Engine::Sqlite(_) => "sqlite",
+            Engine::Postgres(_) => "postgres",
         };
         f.debug_struct("Store").field("engine", &engine).finish()
     }
@@ -274,7 +285,10 @@ impl Store {
             "sqlite" => Ok(Store {
                 engine: Engine::Sqlite(SqliteStore::open_url(url).await?),
             }),
-            _ => Err(StoreError::UnsupportedUrl(url.to_string())),
+            "postgres" | "postgresql" => Ok(Store {
+                engine: Engine::Postgres(PgStore::open(url).await?),
+            }),
+            _ => Err(StoreError::UnsupportedUrl(postgres::redact(url))),
         }
     }
 
@@ -297,9 +311,7 @@ impl Store {
         grant: &Grant,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.put_code(code_hash, grant, expires_at).await,
-        }
+        dispatch!(self, s => s.put_code(code_hash, grant, expires_at).await)
     }
 
     /// Redeems a code, atomically single-use: of concurrent callers exactly one gets
@@ -310,18 +322,14 @@ impl Store {
         code_hash: &str,
         now: i64,
     ) -> Result<CodeRedemption, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.redeem_code(code_hash, now).await,
-        }
+        dispatch!(self, s => s.redeem_code(code_hash, now).await)
     }
 
     /// Links the refresh-token family issued from a redeemed code, so a replay of the code can
     /// revoke it. If the code was already replayed meanwhile, the family is revoked at once. An
     /// unknown (e.g. purged) code is ignored.
     pub async fn link_code_family(&self, code_hash: &str, family: &str) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.link_code_family(code_hash, family).await,
-        }
+        dispatch!(self, s => s.link_code_family(code_hash, family).await)
     }
 
     /// Stores a refresh token in `family` (the grant id shared by a chain of rotations), creating
@@ -333,9 +341,7 @@ impl Store {
         grant: &Grant,
         expires_at: Option<i64>,
     ) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.put_refresh(token_hash, family, grant, expires_at).await,
-        }
+        dispatch!(self, s => s.put_refresh(token_hash, family, grant, expires_at).await)
     }
 
     /// Rotates a refresh token in one transaction: the old token is marked used and the new one
@@ -348,19 +354,12 @@ impl Store {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => {
-                s.rotate_refresh(old_hash, new_hash, now, new_expires_at)
-                    .await
-            }
-        }
+        dispatch!(self, s => s.rotate_refresh(old_hash, new_hash, now, new_expires_at) .await)
     }
 
     /// Revokes every refresh token of a family (no-op for an unknown family).
     pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.revoke_family(family).await,
-        }
+        dispatch!(self, s => s.revoke_family(family).await)
     }
 
     /// The grant of a valid (unexpired, unused, unrevoked) refresh token, read-only.
@@ -369,9 +368,7 @@ impl Store {
         token_hash: &str,
         now: i64,
     ) -> Result<Option<Grant>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.refresh_grant(token_hash, now).await,
-        }
+        dispatch!(self, s => s.refresh_grant(token_hash, now).await)
     }
 
     /// Whether the consent stored for (user, client, audience) covers every requested scope.
@@ -382,9 +379,7 @@ impl Store {
         audience: &str,
         scopes: &[String],
     ) -> Result<bool, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.consent_covers(user_id, client_id, audience, scopes).await,
-        }
+        dispatch!(self, s => s.consent_covers(user_id, client_id, audience, scopes).await)
     }
 
     /// Stores the consented scopes for (user, client, audience), replacing the previous set.
@@ -395,9 +390,7 @@ impl Store {
         audience: &str,
         scopes: &[String],
     ) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.save_consent(user_id, client_id, audience, scopes).await,
-        }
+        dispatch!(self, s => s.save_consent(user_id, client_id, audience, scopes).await)
     }
 
     /// Stores a login session keyed by the SHA-256 hex of the cookie value.
@@ -408,12 +401,7 @@ impl Store {
         auth_time: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => {
-                s.create_session(session_hash, user_id, auth_time, expires_at)
-                    .await
-            }
-        }
+        dispatch!(self, s => s.create_session(session_hash, user_id, auth_time, expires_at) .await)
     }
 
     /// The session, if it exists and has not expired at `now`.
@@ -422,44 +410,32 @@ impl Store {
         session_hash: &str,
         now: i64,
     ) -> Result<Option<Session>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.session(session_hash, now).await,
-        }
+        dispatch!(self, s => s.session(session_hash, now).await)
     }
 
     /// Ends a session (no-op when unknown).
     pub async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.delete_session(session_hash).await,
-        }
+        dispatch!(self, s => s.delete_session(session_hash).await)
     }
 
     /// Counts one more login of `user_id` and returns the new count (a first login gives 1).
     pub async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.increment_logins(user_id).await,
-        }
+        dispatch!(self, s => s.increment_logins(user_id).await)
     }
 
     /// Every stored signing key, oldest first.
     pub async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.keys().await,
-        }
+        dispatch!(self, s => s.keys().await)
     }
 
     /// Stores a new signing key ([`StoreError::Conflict`] if its `kid` exists).
     pub async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.put_key(key).await,
-        }
+        dispatch!(self, s => s.put_key(key).await)
     }
 
     /// Sets a key's retirement time ([`StoreError::NotFound`] for an unknown `kid`).
     pub async fn retire_key(&self, kid: &str, retires_at: i64) -> Result<(), StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.retire_key(kid, retires_at).await,
-        }
+        dispatch!(self, s => s.retire_key(kid, retires_at).await)
     }
 
     /// Runs `f` while holding the key lock, so that only one caller at a time (across instances
@@ -470,16 +446,12 @@ impl Store {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        match &self.engine {
-            Engine::Sqlite(s) => s.with_key_lock(f).await,
-        }
+        dispatch!(self, s => s.with_key_lock(f).await)
     }
 
     /// Deletes expired codes, sessions and refresh tokens, revoked families and families left
     /// without tokens; returns the number of rows deleted.
     pub async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        match &self.engine {
-            Engine::Sqlite(s) => s.purge_expired(now).await,
-        }
+        dispatch!(self, s => s.purge_expired(now).await)
     }
 }
