@@ -97,7 +97,6 @@ pub struct Session {
 // Returned once per request and matched at once: boxing the grant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)] // returned once per request, never stored in bulk
 pub enum CodeRedemption {
     /// First use of a valid code: its grant.
     Redeemed(Grant),
@@ -117,7 +116,6 @@ pub enum CodeRedemption {
 // Returned once per request and matched at once: boxing the grant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-#[allow(clippy::large_enum_variant)] // returned once per request, never stored in bulk
 pub enum Rotation {
     /// The old token is now used and the new one is valid in the same family.
     Rotated {
