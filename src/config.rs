@@ -119,6 +119,10 @@ pub struct Config {
     /// Lifetime of refresh tokens, seconds (0: no expiry; rotation still applies).
     #[serde(default = "default_refresh_lifetime")]
     pub refresh_token_lifetime: u64,
+    /// How often a running server re-reads the signing keys from the store, seconds (so a
+    /// `keys rotate` run elsewhere reaches every instance).
+    #[serde(default = "default_key_refresh")]
+    pub key_refresh_interval: u64,
     /// Token hooks for other servers.
     #[serde(default)]
     pub hooks: HooksSection,
@@ -305,6 +309,9 @@ fn default_session_lifetime() -> u64 {
 }
 fn default_refresh_lifetime() -> u64 {
     30 * 24 * 3600
+}
+fn default_key_refresh() -> u64 {
+    30
 }
 fn default_grants() -> Vec<String> {
     vec!["authorization_code".into(), "refresh_token".into()]

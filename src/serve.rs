@@ -213,9 +213,6 @@ pub async fn open_store(opts: &ServeOptions) -> Result<(Config, Store), ServeErr
     Ok((config, store))
 }
 
-/// How often a running server re-reads the keys from the store.
-pub const KEY_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Opens everything a tenant needs.
 pub async fn prepare(opts: &ServeOptions) -> Result<Prepared, ServeError> {
     let addr = opts.addr.unwrap_or_else(default_addr);
@@ -304,7 +301,8 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     spawn_sighup_reload(prepared.rules.clone());
     let st = prepared.state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(KEY_REFRESH_INTERVAL);
+        let every = std::time::Duration::from_secs(st.config.key_refresh_interval.max(1));
+        let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
