@@ -774,7 +774,7 @@ fn assert_passed_panics_with_the_diff() {
         .assert_passed();
 }
 
-/// The example of docs/testing-rules.md, kept honest.
+/// The example of the README's "Testing your rules", kept honest.
 #[test]
 fn the_documented_rust_example_holds() {
     let report = TestSuite::load(root().join("rules")).unwrap().run();

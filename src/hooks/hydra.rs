@@ -6,7 +6,7 @@
 //! keeps them; `403` fails the token request with `access_denied`; any other status fails it
 //! with `server_error`.
 //!
-//! Mapping (documented in `docs/hooks.md`):
+//! Mapping (documented in the README, "Use it from your token server"):
 //! - `user`: every claim of `session.id_token.id_token_claims.ext` and of `session.extra` that is
 //!   neither a registered JWT claim nor namespaced (ID-token claims win on conflict), plus
 //!   `user_id` = the session's subject, `username` when Hydra has one, and empty `app_metadata`

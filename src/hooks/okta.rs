@@ -7,7 +7,7 @@
 //! token request; any non-200 status makes Okta mint the tokens unchanged (it fails open), so
 //! every rule outcome, including a script error, is answered with 200.
 //!
-//! Mapping (documented in `docs/hooks.md`):
+//! Mapping (documented in the README, "Use it from your token server"):
 //! - `user`: `user_id` = `data.context.user.id`; `email` (profile `email`, else `login` when it
 //!   looks like one), `given_name`/`family_name` from `firstName`/`lastName`, `name`, `nickname`
 //!   and `preferred_username` = `login`, `locale`, `zoneinfo` = `timeZone`; the raw Okta profile
