@@ -327,7 +327,7 @@ impl Issuer {
             rules_version = rc.rules_version,
             client_id = %req.client.client_id,
             protocol = req.protocol.as_str(),
-            "token issued"
+            "tokens signed"
         );
         Ok(Issued {
             access_token,

@@ -17,7 +17,7 @@ use crate::config::ClientConfig;
 use crate::crypto::{
     pkce_s256_matches, random_token, secrets_equal, sha256_hex, valid_pkce_verifier,
 };
-use crate::issuer::{unix_now, Issued, Protocol, RuleClaims, TokenRequest};
+use crate::issuer::{unix_now, IssueError, Issued, Protocol, RuleClaims, TokenRequest};
 use crate::rules::RuleError;
 use crate::store::{CodeRedemption, Grant, Rotation, StoreError};
 
@@ -481,7 +481,10 @@ async fn refresh_grant(
             .cloned(),
     );
     let g = grant.clone();
-    let claims = tokio::task::spawn_blocking(move || {
+    // Rules and both signatures in one blocking task (one thread hand-off per request). The
+    // tokens are only returned after the rotation below is committed, so none leaves the server
+    // without its state stored; a lost race merely wastes two signatures.
+    let issued = tokio::task::spawn_blocking(move || {
         let req = token_request(
             &client_owned,
             api.as_ref(),
@@ -491,14 +494,15 @@ async fn refresh_grant(
             request,
             logins,
         );
-        issuer.run_rules(&req)
+        let claims = issuer.run_rules(&req)?;
+        issuer.sign(&req, &claims)
     })
     .await
     .map_err(|_| TokenError::server_error())?
     .map_err(|e| match e {
-        RuleError::Denied { message, .. } => TokenError::invalid_grant(message),
+        IssueError::Rules(RuleError::Denied { message, .. }) => TokenError::invalid_grant(message),
         other => {
-            tracing::error!(error = %other, "rule pipeline failed on refresh");
+            tracing::error!(error = %other, "rule pipeline or signing failed on refresh");
             TokenError::server_error()
         }
     })?;
@@ -527,6 +531,5 @@ async fn refresh_grant(
             ))
         }
     }
-    let issued = sign(state, client, &grant, claims, Protocol::RefreshToken).await?;
     Ok(response(&issued, Some(new_token)))
 }
