@@ -297,6 +297,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(|e| server::ServerError::Io(e.to_string()))?;
+    let shutdown = shutdown_signal();
     print_banner(&prepared, local);
     spawn_sighup_reload(prepared.rules.clone());
     let st = prepared.state.clone();
@@ -316,7 +317,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
+    .with_graceful_shutdown(shutdown)
     .await
     .map_err(|e| server::ServerError::Io(e.to_string()))?;
     tracing::info!("shut down");
@@ -386,21 +387,30 @@ fn spawn_sighup_reload(rules: HotRules) {
     });
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the shutdown signals now (before the banner tells anyone the server is up, so an
+/// early Ctrl-C is never lost) and resolves when one arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut i), Ok(mut t)) => {
+                    tokio::select! {
+                        _ = i.recv() => {},
+                        _ = t.recv() => {},
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
