@@ -257,27 +257,30 @@ impl Context {
     /// A context for `client_id` and `protocol`.
     pub fn new(client_id: impl Into<String>, protocol: Protocol) -> Context {
         let client_id = client_id.into();
-        let fields = json!({
-            "clientID": client_id,
-            "clientName": client_id,
-            "clientMetadata": {},
-            "connection": "Username-Password-Authentication",
-            "connectionStrategy": "auth0",
-            "protocol": protocol.as_str(),
-            "request": { "query": {}, "body": {} },
-            "stats": { "loginsCount": 1 },
-            "sessionID": null,
-            "tenant": "",
-            "audience": null,
-            "authentication": { "methods": [ { "name": "pwd", "timestamp": unix_now() * 1000 } ] },
-            "authorization": { "roles": [] },
-            "accessToken": {},
-            "idToken": {},
-        });
-        match fields {
-            Value::Object(fields) => Context { fields },
-            _ => Context { fields: Map::new() },
+        let mut fields = Map::new();
+        for (key, value) in [
+            ("clientID", Value::String(client_id.clone())),
+            ("clientName", Value::String(client_id)),
+            ("clientMetadata", json!({})),
+            ("connection", json!("Username-Password-Authentication")),
+            ("connectionStrategy", json!("auth0")),
+            ("protocol", json!(protocol.as_str())),
+            ("request", json!({ "query": {}, "body": {} })),
+            ("stats", json!({ "loginsCount": 1 })),
+            ("sessionID", Value::Null),
+            ("tenant", json!("")),
+            ("audience", Value::Null),
+            (
+                "authentication",
+                json!({ "methods": [ { "name": "pwd", "timestamp": unix_now() * 1000 } ] }),
+            ),
+            ("authorization", json!({ "roles": [] })),
+            ("accessToken", json!({})),
+            ("idToken", json!({})),
+        ] {
+            fields.insert(key.into(), value);
         }
+        Context { fields }
     }
 
     /// The `clientID`.

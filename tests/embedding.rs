@@ -315,6 +315,16 @@ async fn host_app_nests_the_server_under_a_prefix_and_login_works() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200, "consent page after login");
+    // The session cookie stays under the prefix: the host app's own routes never see it.
+    let session = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("claimrules_session="))
+        .expect("session cookie")
+        .to_owned();
+    assert!(session.contains("Path=/auth/;"), "{session}");
     let html = res.text().await.unwrap();
     let action = form_action(&html);
     assert_eq!(action, "/auth/consent");

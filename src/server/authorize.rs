@@ -266,7 +266,13 @@ fn csrf_token(state: &Shared, headers: &HeaderMap) -> (String, Option<String>) {
         Some(c) => (c, None),
         None => {
             let c = random_token(24);
-            let set = set_cookie(CSRF_COOKIE, &c, 3600, state.secure_cookies);
+            let set = set_cookie(
+                CSRF_COOKIE,
+                &c,
+                3600,
+                state.secure_cookies,
+                &pages::base_path(state.issuer.issuer()),
+            );
             (c, Some(set))
         }
     }
@@ -594,6 +600,7 @@ pub async fn login(
                 &raw,
                 lifetime,
                 state.secure_cookies,
+                &pages::base_path(state.issuer.issuer()),
             )),
         ),
         set,
@@ -685,6 +692,12 @@ pub async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response
             StatusCode::OK,
             pages::error_page("Logged out", "You are logged out."),
         ),
-        Some(set_cookie(SESSION_COOKIE, "", 0, state.secure_cookies)),
+        Some(set_cookie(
+            SESSION_COOKIE,
+            "",
+            0,
+            state.secure_cookies,
+            &pages::base_path(state.issuer.issuer()),
+        )),
     )
 }
