@@ -282,4 +282,41 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn a_caller_context_reaches_the_rules_and_the_claims_are_signed() {
+        let rules = RuleSet::from_sources(
+            vec![(
+                "geo".into(),
+                r#"context.accessToken["https://example.com/country"] =
+                       context.request.geoip.country_code;"#
+                    .into(),
+            )],
+            json!({}),
+            Default::default(),
+        )
+        .unwrap();
+        let issuer = Issuer::builder("https://login.example.com/")
+            .rules(rules)
+            .key(SigningKey::generate(SigningAlg::ES256).unwrap())
+            .build()
+            .unwrap();
+        let client = ClientConfig::new("web");
+        let api = ApiConfig::new("https://api.example.com");
+        let req = TokenRequest::new(&client, crate::User::new("auth0|a")).api(&api);
+        let ctx = crate::Context::login("web")
+            .audience("https://api.example.com")
+            .request_field("geoip", json!({"country_code": "NL"}));
+        let claims = issuer.run_rules_with_context(&req, ctx).unwrap();
+        assert_eq!(claims.access_token["https://example.com/country"], "NL");
+        let issued = issuer.sign(&req, &claims).unwrap();
+        let verified = crate::verify(
+            &issued.access_token,
+            &issuer.jwks(),
+            &crate::VerifyOptions::new("https://login.example.com/", "https://api.example.com"),
+        )
+        .unwrap();
+        assert_eq!(verified["https://example.com/country"], "NL");
+        assert_eq!(verified["sub"], "auth0|a");
+    }
 }
