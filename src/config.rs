@@ -192,6 +192,25 @@ pub struct ClientConfig {
     pub id_token_lifetime: u64,
 }
 
+impl ClientConfig {
+    /// A client with only an id (for embedding): public, no redirect URIs, the default grants,
+    /// no metadata, the default ID token lifetime (10 hours). Fields are public to adjust.
+    pub fn new(client_id: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            client_id: client_id.into(),
+            name: None,
+            client_secret: None,
+            client_secret_env: None,
+            redirect_uris: Vec::new(),
+            grant_types: default_grants(),
+            first_party: false,
+            native: false,
+            metadata: Map::new(),
+            id_token_lifetime: default_id_token_lifetime(),
+        }
+    }
+}
+
 /// `[[api]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,6 +229,20 @@ pub struct ApiConfig {
     /// Access token lifetime, seconds.
     #[serde(default = "default_token_lifetime")]
     pub token_lifetime: u64,
+}
+
+impl ApiConfig {
+    /// An API with only an identifier (for embedding): no declared scopes, no offline access,
+    /// the default access token lifetime (24 hours). Fields are public to adjust.
+    pub fn new(identifier: impl Into<String>) -> ApiConfig {
+        ApiConfig {
+            identifier: identifier.into(),
+            name: None,
+            scopes: Vec::new(),
+            allow_offline_access: false,
+            token_lifetime: default_token_lifetime(),
+        }
+    }
 }
 
 /// `[[user]]`: the Auth0 user shape plus a password hash.

@@ -5,12 +5,79 @@
 //! scope. Around that engine the crate provides an issuer pipeline that enforces the namespace rule
 //! and signs tokens, an OAuth 2.0 Authorization Code token server, hot reload, and a rule unit-test
 //! runner.
+//!
+//! # Embedding
+//!
+//! The root of the crate is the surface a token server written in Rust needs:
+//! [`RuleSet`] (compile and run rules), [`HotRules`] (a rule set that reloads when its folder
+//! changes), [`User`] and [`Context`] (the objects rules see), [`Outcome`] (claims and scope),
+//! [`Issuer`] (rules + namespace rule + signing) and [`verify`] (for the APIs).
+//!
+//! ```
+//! use claimrules::config::{ApiConfig, ClientConfig, SigningAlg};
+//! use claimrules::issuer::{SigningKey, TokenRequest};
+//! use claimrules::{verify, Context, Issuer, RuleSet, User, VerifyOptions};
+//! use serde_json::json;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Rules are compiled once and shared by every request (`RuleSet::load("rules")` reads a
+//! // folder; `HotRules::load` also reloads it on change).
+//! let rules = RuleSet::from_sources(
+//!     vec![("roles".into(), r#"
+//!         let roles = user.app_metadata.roles;
+//!         if roles != () {
+//!             context.accessToken["https://example.com/roles"] = roles;
+//!         }
+//!         if context.clientID == "reports" {
+//!             context.accessToken.scope = ["read:contacts"];
+//!         }
+//!     "#.into())],
+//!     json!({}),
+//!     Default::default(),
+//! )?;
+//! let ada = User::new("auth0|42")
+//!     .email("ada@example.com")
+//!     .email_verified(true)
+//!     .app_metadata(json!({"roles": ["admin"]}));
+//!
+//! // Claims only: your server builds the context and signs the tokens itself.
+//! let context = Context::login("reports").audience("https://api.example.com");
+//! let outcome = rules.run(ada.clone().into(), context.into())?;
+//! assert_eq!(outcome.access_token["https://example.com/roles"], json!(["admin"]));
+//! assert_eq!(outcome.scope, Some(vec!["read:contacts".to_string()]));
+//!
+//! // Claims and signed tokens: the issuer adds the standard claims and signs.
+//! let issuer = Issuer::builder("https://login.example.com/")
+//!     .rules(rules)
+//!     .key(SigningKey::generate(SigningAlg::ES256)?)
+//!     .build()?;
+//! let client = ClientConfig::new("reports");
+//! let api = ApiConfig::new("https://api.example.com");
+//! let issued = issuer.issue(
+//!     &TokenRequest::new(&client, ada).api(&api).scopes(["read:contacts", "write:contacts"]),
+//! )?;
+//! assert_eq!(issued.scope, ["read:contacts"]); // the rule narrowed the scope
+//!
+//! // An API checks the token against the issuer's JWKS.
+//! let options = VerifyOptions::new("https://login.example.com/", "https://api.example.com")
+//!     .require_scope("read:contacts");
+//! let claims = verify(&issued.access_token, &issuer.jwks(), &options)?;
+//! assert_eq!(claims["sub"], "auth0|42");
+//! assert_eq!(claims["https://example.com/roles"], json!(["admin"]));
+//! # Ok(()) }
+//! ```
+//!
+//! The full OAuth 2.0 server ([`server::router`], [`serve::app`]) is an axum `Router` that a
+//! host app can `nest` under a prefix; its issuer URL must then end with that prefix
+//! (`https://example.com/auth/` for `.nest("/auth", ..)`), since discovery and the login forms
+//! are built from it.
 
 pub mod claims;
 pub mod config;
 pub mod crypto;
 pub mod hooks;
 pub mod issuer;
+pub mod model;
 pub mod password;
 pub mod rules;
 pub mod serve;
@@ -19,8 +86,9 @@ pub mod store;
 pub mod testing;
 pub mod watch;
 
-pub use issuer::verify::verify;
+pub use issuer::verify::{verify, VerifyOptions};
 pub use issuer::Issuer;
+pub use model::{Context, User};
 pub use rules::{Outcome, RuleError, RuleSet};
 pub use testing::TestSuite;
 pub use watch::HotRules;

@@ -3,6 +3,7 @@
 //! Standard claims are written last, so no rule can override them; the namespace rule has
 //! already filtered the rules' claims in [`crate::rules`].
 
+mod builder;
 pub mod keys;
 pub mod verify;
 
@@ -13,8 +14,10 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Map, Value};
 
 use crate::config::{ApiConfig, ClientConfig};
+use crate::model::Context;
 use crate::rules::{Outcome, RuleError};
 use crate::watch::HotRules;
+pub use builder::{BuildError, IssuerBuilder};
 pub use keys::{KeyError, KeyRing, SigningKey};
 
 /// Errors of the issuer.
@@ -176,13 +179,13 @@ impl Issuer {
         self.keys.store(Arc::new(keys));
     }
 
+    /// The public keys as a JWKS document (what `/.well-known/jwks.json` serves).
+    pub fn jwks(&self) -> Value {
+        self.keys().jwks()
+    }
+
     /// The Auth0-shaped `context` for a request.
     pub fn context(&self, req: &TokenRequest<'_>) -> Value {
-        let mut request = req.request.clone();
-        if let Some(obj) = request.as_object_mut() {
-            obj.entry("query").or_insert_with(|| json!({}));
-            obj.entry("body").or_insert_with(|| json!({}));
-        }
         let tenant = url::Url::parse(&self.issuer)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -192,29 +195,43 @@ impl Issuer {
             .pointer("/app_metadata/roles")
             .cloned()
             .unwrap_or_else(|| json!([]));
-        json!({
-            "clientID": req.client.client_id,
-            "clientName": req.client.name.clone().unwrap_or_else(|| req.client.client_id.clone()),
-            "clientMetadata": req.client.metadata,
-            "connection": "Username-Password-Authentication",
-            "connectionStrategy": "auth0",
-            "protocol": req.protocol.as_str(),
-            "request": request,
-            "stats": { "loginsCount": req.logins_count },
-            "sessionID": req.session_id,
-            "tenant": tenant,
-            "audience": req.api.map(|a| a.identifier.clone()),
-            "authentication": { "methods": [ { "name": "pwd", "timestamp": req.auth_time * 1000 } ] },
-            "authorization": { "roles": roles },
-            "accessToken": {},
-            "idToken": {},
-        })
+        let name = req
+            .client
+            .name
+            .clone()
+            .unwrap_or_else(|| req.client.client_id.clone());
+        let mut ctx = Context::new(req.client.client_id.clone(), req.protocol)
+            .client_name(name)
+            .client_metadata(Value::Object(req.client.metadata.clone()))
+            .request(req.request.clone())
+            .logins_count(req.logins_count)
+            .tenant(tenant)
+            .authentication_methods([("pwd", req.auth_time)])
+            .roles(roles);
+        if let Some(sid) = &req.session_id {
+            ctx = ctx.session_id(sid.clone());
+        }
+        if let Some(api) = req.api {
+            ctx = ctx.audience(api.identifier.clone());
+        }
+        ctx.into_value()
     }
 
     /// Runs the rules for a request (on the calling thread; rules are CPU-bound).
     pub fn run_rules(&self, req: &TokenRequest<'_>) -> Result<RuleClaims, RuleError> {
+        self.run_rules_with_context(req, self.context(req))
+    }
+
+    /// Runs the rules for a request with a `context` of the caller's making (e.g.
+    /// [`Issuer::context`] with extra fields, or a [`Context`]); the claims are signed with
+    /// [`Issuer::sign`] as usual.
+    pub fn run_rules_with_context(
+        &self,
+        req: &TokenRequest<'_>,
+        context: impl Into<Value>,
+    ) -> Result<RuleClaims, RuleError> {
         let loaded = self.rules.current();
-        let outcome: Outcome = loaded.set.run(req.user.clone(), self.context(req))?;
+        let outcome: Outcome = loaded.set.run(req.user.clone(), context.into())?;
         for w in &outcome.warnings {
             tracing::warn!(rules_version = loaded.version, "{w}");
         }

@@ -266,7 +266,13 @@ fn csrf_token(state: &Shared, headers: &HeaderMap) -> (String, Option<String>) {
         Some(c) => (c, None),
         None => {
             let c = random_token(24);
-            let set = set_cookie(CSRF_COOKIE, &c, 3600, state.secure_cookies);
+            let set = set_cookie(
+                CSRF_COOKIE,
+                &c,
+                3600,
+                state.secure_cookies,
+                &pages::base_path(state.issuer.issuer()),
+            );
             (c, Some(set))
         }
     }
@@ -325,7 +331,8 @@ async fn proceed(
             return req.error(state, "login_required", "the user is not logged in");
         }
         let (csrf, set) = csrf_token(state, headers);
-        let page = pages::login_page(client_name(client), &req.raw, &csrf, None, "");
+        let base = pages::base_path(state.issuer.issuer());
+        let page = pages::login_page(&base, client_name(client), &req.raw, &csrf, None, "");
         return with_cookie(pages::html(StatusCode::OK, page), set);
     };
     let Some(user) = state.config.user(&user_id) else {
@@ -369,6 +376,7 @@ async fn proceed(
             .map(|a| a.name.clone().unwrap_or_else(|| a.identifier.clone()));
         let display = user.name.clone().unwrap_or_else(|| user.email.clone());
         let page = pages::consent_page(
+            &pages::base_path(state.issuer.issuer()),
             client_name(client),
             &display,
             api_name.as_deref(),
@@ -530,6 +538,7 @@ pub async fn login(
     let (csrf, set) = csrf_token(&state, &headers);
     let again = |status: StatusCode, msg: &str| {
         let page = pages::login_page(
+            &pages::base_path(state.issuer.issuer()),
             client_name(client),
             &req.raw,
             &csrf,
@@ -591,6 +600,7 @@ pub async fn login(
                 &raw,
                 lifetime,
                 state.secure_cookies,
+                &pages::base_path(state.issuer.issuer()),
             )),
         ),
         set,
@@ -630,7 +640,8 @@ pub async fn consent(
     }
     let Some((user_id, auth_time, session_hash)) = session_user(&state, &headers).await else {
         // The session ended: start over, which shows the login page.
-        return Redirect::to(&format!("/authorize?{}", req.raw)).into_response();
+        let base = pages::base_path(state.issuer.issuer());
+        return Redirect::to(&format!("{base}authorize?{}", req.raw)).into_response();
     };
     let (Some(client), Some(user)) = (
         state.config.client(&req.client_id),
@@ -681,6 +692,12 @@ pub async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response
             StatusCode::OK,
             pages::error_page("Logged out", "You are logged out."),
         ),
-        Some(set_cookie(SESSION_COOKIE, "", 0, state.secure_cookies)),
+        Some(set_cookie(
+            SESSION_COOKIE,
+            "",
+            0,
+            state.secure_cookies,
+            &pages::base_path(state.issuer.issuer()),
+        )),
     )
 }

@@ -142,10 +142,18 @@ pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, `Path=/`, `Secure` when required.
-pub(crate) fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool) -> String {
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, `Secure` when required, and `Path` the
+/// server's base path ([`pages::base_path`]: `/`, or the prefix a host app nests it under, so
+/// the host's own routes never receive these cookies).
+pub(crate) fn set_cookie(
+    name: &str,
+    value: &str,
+    max_age: i64,
+    secure: bool,
+    path: &str,
+) -> String {
     format!(
-        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
         if secure { "; Secure" } else { "" }
     )
 }

@@ -70,8 +70,24 @@ pub fn html(status: StatusCode, body: String) -> Response {
     res
 }
 
-/// The login form. `authz` is the original authorization request's query string.
+/// The path the server's pages live under: the issuer URL's path, `/` at the root and
+/// `/auth/` when a host app nests the router under `/auth` (the issuer URL must then end with
+/// that prefix). Form actions and local redirects are built on it, so they work nested too.
+pub fn base_path(issuer_url: &str) -> String {
+    let path = url::Url::parse(issuer_url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_else(|_| "/".to_owned());
+    if path.ends_with('/') {
+        path
+    } else {
+        format!("{path}/")
+    }
+}
+
+/// The login form, posting to `{base}login` ([`base_path`]). `authz` is the original
+/// authorization request's query string.
 pub fn login_page(
+    base: &str,
     client_name: &str,
     authz: &str,
     csrf: &str,
@@ -85,7 +101,7 @@ pub fn login_page(
         "Log in",
         &format!(
             "<h1>Log in</h1><p class=\"sub\">to continue to <strong>{client}</strong></p>{error}\
-<form method=\"post\" action=\"/login\">\
+<form method=\"post\" action=\"{base}login\">\
 <input type=\"hidden\" name=\"authz\" value=\"{authz}\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <label for=\"username\">Email</label>\
@@ -93,6 +109,7 @@ pub fn login_page(
 <label for=\"password\">Password</label>\
 <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
 <button type=\"submit\">Log in</button></form>",
+            base = escape(base),
             client = escape(client_name),
             authz = escape(authz),
             csrf = escape(csrf),
@@ -101,8 +118,9 @@ pub fn login_page(
     )
 }
 
-/// The consent page: the API, the requested scopes, Allow / Deny.
+/// The consent page: the API, the requested scopes, Allow / Deny; posts to `{base}consent`.
 pub fn consent_page(
+    base: &str,
     client_name: &str,
     user: &str,
     api_name: Option<&str>,
@@ -128,11 +146,12 @@ pub fn consent_page(
         &format!(
             "<h1>Authorize {client}</h1><p class=\"sub\">Hi {user}, <strong>{client}</strong> asks to \
 access your account{api}:</p><ul class=\"scopes\">{items}</ul>\
-<form method=\"post\" action=\"/consent\">\
+<form method=\"post\" action=\"{base}consent\">\
 <input type=\"hidden\" name=\"authz\" value=\"{authz}\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <div class=\"row\"><button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>\
 <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button></div></form>",
+            base = escape(base),
             client = escape(client_name),
             user = escape(user),
             authz = escape(authz),
@@ -161,4 +180,26 @@ pub fn error_page(title: &str, detail: &str) -> String {
             escape(detail)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_path_is_the_issuer_path_with_a_trailing_slash() {
+        assert_eq!(base_path("http://127.0.0.1:3000/"), "/");
+        assert_eq!(base_path("http://127.0.0.1:3000"), "/");
+        assert_eq!(base_path("https://example.com/auth/"), "/auth/");
+        assert_eq!(base_path("https://example.com/t/1"), "/t/1/");
+        assert_eq!(base_path("not a url"), "/");
+    }
+
+    #[test]
+    fn forms_post_under_the_base_path() {
+        let login = login_page("/auth/", "App", "q=1", "c", None, "");
+        assert!(login.contains(r#"action="/auth/login""#), "{login}");
+        let consent = consent_page("/", "App", "u", None, &[], "q=1", "c");
+        assert!(consent.contains(r#"action="/consent""#), "{consent}");
+    }
 }
