@@ -66,11 +66,7 @@ pub struct Prepared {
 pub fn rule_options(config: &Config) -> RuleSetOptions {
     let mut reserved = config.reserved_namespaces.clone();
     if let Some(h) = config.issuer_host() {
-        // Loopback hosts are not reserved: every local setup would otherwise refuse the
-        // conventional claim namespaces it runs beside.
-        if h != "127.0.0.1" && h != "localhost" && h != "[::1]" {
-            reserved.push(h);
-        }
+        reserved.push(h);
     }
     RuleSetOptions {
         limits: SandboxLimits::default(),

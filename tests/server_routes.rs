@@ -86,3 +86,26 @@ async fn a_rule_edit_changes_the_next_token() {
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_under_the_issuers_own_host_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("10-a.rhai"),
+        r#"context.accessToken["http://127.0.0.1/role"] = "root";
+           context.accessToken["https://example.com/ok"] = true;"#,
+    )
+    .unwrap();
+    write_config(dir.path(), Some(&rules), "");
+    let s = TestServer::start(dir.path()).await;
+    let code = get_code(&s, "openid read:contacts", ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let at = payload(body["access_token"].as_str().unwrap());
+    assert_eq!(at["https://example.com/ok"], true);
+    assert!(
+        at.get("http://127.0.0.1/role").is_none(),
+        "issuer host is reserved: {at}"
+    );
+}
