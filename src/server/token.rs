@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +24,32 @@ use crate::store::{CodeRedemption, Grant, Rotation, StoreError};
 
 /// Fields a rule never sees in `context.request.body`.
 const SECRET_FIELDS: [&str; 4] = ["client_secret", "refresh_token", "code", "code_verifier"];
+
+/// A JSON object's members in document order, repeated keys included.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Members, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = m.next_entry::<String, Value>()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
 
 /// Token request parameters, each at most once (RFC 6749 §3.2).
 #[derive(Debug, Default)]
@@ -44,12 +71,21 @@ impl TokenParams {
         if ctype.starts_with("application/json") {
             let value: Value = serde_json::from_slice(body)
                 .map_err(|e| TokenError::invalid_request(format!("malformed JSON body: {e}")))?;
-            let Value::Object(obj) = value else {
+            if !value.is_object() {
                 return Err(TokenError::invalid_request(
                     "the JSON body must be an object",
                 ));
-            };
-            for (k, v) in obj {
+            }
+            // serde_json's `Map` silently keeps the last of repeated keys; read the members in
+            // order so a repeated parameter is refused as it is in a form body.
+            let Members(members) = serde_json::from_slice(body)
+                .map_err(|e| TokenError::invalid_request(format!("malformed JSON body: {e}")))?;
+            for (k, v) in members {
+                if map.contains_key(&k) {
+                    return Err(TokenError::invalid_request(format!(
+                        "parameter {k} appears more than once"
+                    )));
+                }
                 let v = match v {
                     Value::String(s) => s,
                     Value::Null => continue,
@@ -95,23 +131,27 @@ fn authenticate<'a>(
 ) -> Result<&'a ClientConfig, TokenError> {
     let basic = match headers.get(header::AUTHORIZATION) {
         Some(v) => {
+            // RFC 6749 §5.2: a client that tried the Authorization header gets a 401 with
+            // `WWW-Authenticate`, also when its header is unusable.
+            let refused = |d: &str| TokenError {
+                basic: true,
+                ..TokenError::invalid_client(d)
+            };
             let v = v.to_str().unwrap_or("");
             let Some(b64) = v
                 .strip_prefix("Basic ")
                 .or_else(|| v.strip_prefix("basic "))
             else {
-                return Err(TokenError::invalid_client(
-                    "unsupported Authorization scheme",
-                ));
+                return Err(refused("unsupported Authorization scheme"));
             };
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| TokenError::invalid_client("malformed Basic credentials"))?;
+                .ok_or_else(|| refused("malformed Basic credentials"))?;
             let (id, secret) = decoded
                 .split_once(':')
-                .ok_or_else(|| TokenError::invalid_client("malformed Basic credentials"))?;
+                .ok_or_else(|| refused("malformed Basic credentials"))?;
             // RFC 6749 §2.3.1: both parts are form-urlencoded.
             let dec = |s: &str| {
                 url::form_urlencoded::parse(format!("x={s}").as_bytes())
@@ -164,8 +204,16 @@ pub async fn token(
     State(state): State<Shared>,
     peer: super::Peer,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // An over-limit or unreadable body is still answered with an RFC 6749 JSON error.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            return TokenError::invalid_request(format!("the request body was refused: {e}"))
+                .into_response()
+        }
+    };
     match handle(&state, peer.as_ref().map(|e| &e.0), &headers, &body).await {
         Ok(v) => {
             let mut res = Json(v).into_response();
