@@ -240,6 +240,17 @@ pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeErro
 }
 
 impl AuthzRequest {
+    /// The validated redirect URI (registered for the client, or a native client's loopback URI
+    /// with another port).
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// The client.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     fn error(&self, state: &Shared, code: &'static str, description: &str) -> Response {
         AuthorizeError::Redirect {
             redirect_uri: self.redirect_uri.clone(),
@@ -575,7 +586,7 @@ pub async fn login(
         state.throttle.failure(&form.username, &ip);
         return again(StatusCode::UNAUTHORIZED, "Wrong email or password.");
     };
-    state.throttle.success(&form.username);
+    state.throttle.success(&form.username, &ip);
     let raw = random_token(32);
     let now = unix_now();
     let lifetime = state.config.session_lifetime as i64;

@@ -1,8 +1,11 @@
 //! Login throttling per account and per client IP.
 //!
 //! A fixed window of failures: past the limit, further attempts wait until the window ends.
-//! Windows are short (5 minutes), so an attacker who fails on purpose can delay a user's login
-//! by at most one window, never lock the account for long; a success clears the account's count.
+//! Windows are short (5 minutes). Failures count per account *and client IP* first: an attacker
+//! who fails on purpose from one address locks only that address out of the account, not the
+//! user at theirs. A much higher account-wide limit still caps guessing spread over many
+//! addresses, and a per-IP limit caps one address guessing across accounts. A success clears the
+//! account's counts.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,8 +14,10 @@ use std::time::{Duration, Instant};
 /// Limits of the throttle.
 #[derive(Debug, Clone)]
 pub struct ThrottleLimits {
-    /// Failures allowed per account per window.
+    /// Failures allowed per account from one IP per window.
     pub per_account: u32,
+    /// Failures allowed per account from all IPs together per window (distributed guessing).
+    pub per_account_total: u32,
     /// Failures allowed per IP per window.
     pub per_ip: u32,
     /// The window.
@@ -23,6 +28,7 @@ impl Default for ThrottleLimits {
     fn default() -> Self {
         ThrottleLimits {
             per_account: 5,
+            per_account_total: 100,
             per_ip: 20,
             window: Duration::from_secs(300),
         }
@@ -40,7 +46,13 @@ struct Counter {
 pub struct Throttle {
     limits: ThrottleLimits,
     accounts: Mutex<HashMap<String, Counter>>,
+    account_ips: Mutex<HashMap<String, Counter>>,
     ips: Mutex<HashMap<String, Counter>>,
+}
+
+/// The key of an (account, IP) pair; NUL cannot occur in either part from a form or socket.
+fn pair(account: &str, ip: &str) -> String {
+    format!("{}\0{ip}", account.to_ascii_lowercase())
 }
 
 /// Bound on tracked keys, so a flood of distinct names cannot grow memory without end.
@@ -66,9 +78,16 @@ impl Throttle {
                 .then(|| (self.limits.window - elapsed).as_secs().max(1))
         };
         if let Some(w) = wait(
+            &self.account_ips,
+            &pair(account, ip),
+            self.limits.per_account,
+        ) {
+            return Err(w);
+        }
+        if let Some(w) = wait(
             &self.accounts,
             &account.to_ascii_lowercase(),
-            self.limits.per_account,
+            self.limits.per_account_total,
         ) {
             return Err(w);
         }
@@ -100,14 +119,19 @@ impl Throttle {
                 c.failures += 1;
             }
         };
+        bump(&self.account_ips, pair(account, ip));
         bump(&self.accounts, account.to_ascii_lowercase());
         bump(&self.ips, ip.to_owned());
     }
 
-    /// Records a success: the account's failures are forgotten.
-    pub fn success(&self, account: &str) {
+    /// Records a success from `ip`: the account-wide count and this address's count for the
+    /// account are forgotten (other addresses' locks on the account stay).
+    pub fn success(&self, account: &str, ip: &str) {
         if let Ok(mut map) = self.accounts.lock() {
             map.remove(&account.to_ascii_lowercase());
+        }
+        if let Ok(mut map) = self.account_ips.lock() {
+            map.remove(&pair(account, ip));
         }
     }
 }
@@ -120,22 +144,33 @@ mod tests {
     fn account_locks_after_limit_and_success_clears() {
         let t = Throttle::new(ThrottleLimits {
             per_account: 2,
+            per_account_total: 3,
             per_ip: 100,
             window: Duration::from_secs(60),
         });
         t.failure("A@x", "1.1.1.1");
         assert!(t.check("a@x", "1.1.1.1").is_ok());
         t.failure("a@x", "1.1.1.1");
-        assert!(t.check("a@x", "2.2.2.2").is_err());
+        assert!(t.check("a@x", "1.1.1.1").is_err());
+        // Another address is not locked out by the first one's failures...
+        assert!(t.check("a@x", "2.2.2.2").is_ok());
         assert!(t.check("b@x", "1.1.1.1").is_ok());
-        t.success("a@x");
-        assert!(t.check("a@x", "1.1.1.1").is_ok());
+        // ...until the account-wide limit is reached.
+        t.failure("a@x", "2.2.2.2");
+        assert!(t.check("a@x", "3.3.3.3").is_err());
+        t.success("a@x", "2.2.2.2");
+        assert!(t.check("a@x", "3.3.3.3").is_ok());
+        assert!(
+            t.check("a@x", "1.1.1.1").is_err(),
+            "1.1.1.1 keeps its own lock"
+        );
     }
 
     #[test]
     fn window_expiry_unlocks() {
         let t = Throttle::new(ThrottleLimits {
             per_account: 1,
+            per_account_total: 1,
             per_ip: 100,
             window: Duration::from_millis(0),
         });
