@@ -451,7 +451,11 @@ async fn finish(
     let (client_owned, api_owned) = (client.clone(), api.cloned());
     let (scopes, nonce, req_copy) = (req.scopes.clone(), req.nonce.clone(), request.clone());
     let sid = session_id.clone();
+    let Some(slot) = state.rule_slots.acquire(&client.client_id).await else {
+        return req.error(state, "server_error", "the login could not be completed");
+    };
     let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let treq = TokenRequest {
             client: &client_owned,
             api: api_owned.as_ref(),

@@ -8,6 +8,10 @@ pub mod pages;
 pub mod throttle;
 mod token;
 
+// Parsers of untrusted input, public so the fuzz targets and property tests can reach them.
+pub use authorize::{validate as validate_authorize_query, AuthzRequest};
+pub use token::TokenParams;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -50,6 +54,34 @@ pub struct AppState {
     pub throttle: Throttle,
     /// Whether cookies get `Secure` (everything but plain http on loopback).
     pub secure_cookies: bool,
+    /// Concurrent rule runs per client.
+    pub rule_slots: RuleSlots,
+}
+
+/// Concurrent rule runs allowed per client. Rules run on the bounded blocking pool; a client
+/// whose rule loops until its budget could otherwise fill every blocking thread with its own
+/// requests and make every other client's login wait behind it.
+pub const RULE_RUNS_PER_CLIENT: usize = 2;
+
+/// Per-client limits on concurrent rule runs (client ids come from the configuration, so the
+/// map is bounded).
+#[derive(Debug, Default)]
+pub struct RuleSlots {
+    per_client: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl RuleSlots {
+    /// Waits (without holding a thread) until `client_id` may run its rules; the permit is held
+    /// for the run. `None` only if the lock was poisoned.
+    pub async fn acquire(&self, client_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = {
+            let mut map = self.per_client.lock().ok()?;
+            map.entry(client_id.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(RULE_RUNS_PER_CLIENT)))
+                .clone()
+        };
+        sem.acquire_owned().await.ok()
+    }
 }
 
 impl AppState {
@@ -62,6 +94,7 @@ impl AppState {
             issuer,
             throttle: Throttle::default(),
             secure_cookies,
+            rule_slots: RuleSlots::default(),
         }
     }
 }

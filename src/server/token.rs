@@ -529,10 +529,16 @@ async fn refresh_grant(
             .cloned(),
     );
     let g = grant.clone();
+    let slot = state
+        .rule_slots
+        .acquire(&client.client_id)
+        .await
+        .ok_or_else(TokenError::server_error)?;
     // Rules and both signatures in one blocking task (one thread hand-off per request). The
     // tokens are only returned after the rotation below is committed, so none leaves the server
     // without its state stored; a lost race merely wastes two signatures.
     let issued = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let req = token_request(
             &client_owned,
             api.as_ref(),
