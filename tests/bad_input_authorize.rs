@@ -101,6 +101,11 @@ fn cases() -> Vec<Case> {
         ),
         page("repeated client_id", dup("client_id", "spa")),
         page("repeated redirect_uri", dup("redirect_uri", REDIRECT)),
+        // Found by the authorize_query fuzz target: only the last repeated name was checked.
+        page(
+            "repeated client_id, then another repeated parameter",
+            dup("client_id", "spa") + "&state=again",
+        ),
         // --- redirect_uri tricks: a page, never a redirect.
         redirect_redir("other host", "https://evil.example/callback"),
         redirect_redir("other port", "http://127.0.0.1:4001/callback"),

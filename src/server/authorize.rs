@@ -78,10 +78,12 @@ pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeErro
         .into_owned()
         .collect();
     let mut query = Map::new();
-    let mut duplicate = None;
+    // Every repeated name, not just the last: a repeated client_id followed by any other
+    // repeated parameter must still be refused as a page.
+    let mut duplicates: Vec<String> = Vec::new();
     for (k, v) in &pairs {
         if query.insert(k.clone(), Value::String(v.clone())).is_some() {
-            duplicate = Some(k.clone());
+            duplicates.push(k.clone());
         }
     }
     let get = |k: &str| query.get(k).and_then(Value::as_str).map(str::to_owned);
@@ -97,7 +99,10 @@ pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeErro
             "No application is registered with this client_id.",
         )
     })?;
-    if duplicate.as_deref() == Some("client_id") || duplicate.as_deref() == Some("redirect_uri") {
+    if duplicates
+        .iter()
+        .any(|d| d == "client_id" || d == "redirect_uri")
+    {
         return Err(AuthorizeError::page(
             "Invalid request",
             "client_id and redirect_uri may appear only once.",
@@ -127,7 +132,7 @@ pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeErro
         state: state_param.clone().filter(|s| s.len() <= MAX_PARAM_LEN),
         iss: state.issuer.issuer().trim_end_matches('/').to_owned() + "/",
     };
-    if let Some(d) = duplicate {
+    if let Some(d) = duplicates.first() {
         return Err(fail(
             "invalid_request",
             format!("parameter {d} appears more than once"),
