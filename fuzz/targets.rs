@@ -19,13 +19,14 @@ use claimrules::server::{validate_authorize_query, AppState, TokenParams};
 use serde_json::{json, Value};
 
 /// The targets by name, as the corpus folders are named.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, fn(&[u8])); 7] = [
     ("token_params", token_params),
     ("authorize_query", authorize_query),
     ("rules_load", rules_load),
     ("pipeline", pipeline),
     ("jwt_verify", jwt_verify),
     ("jwks_verify", jwks_verify),
+    ("hook_bodies", hook_bodies),
 ];
 
 /// The project's folder: the manifest folder for the project's own tests, its parent for the
@@ -337,4 +338,38 @@ pub fn jwks_verify(data: &[u8]) {
             .is_some_and(|ks| ks.iter().any(|k| k["x"] == jwk["x"] && k["y"] == jwk["y"]));
         assert!(has_key, "a JWKS without the key verified the token");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token hook bodies (Hydra, Okta).
+
+/// First byte even: a Hydra token-hook body, odd: an Okta inline-hook event. A body that parses
+/// is mapped to Auth0-shaped `user` / `context` objects and run through the sample rules.
+pub fn hook_bodies(data: &[u8]) {
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let (user, context) = if sel % 2 == 0 {
+        let Ok(req) = serde_json::from_slice::<claimrules::hooks::hydra::TokenHookRequest>(body)
+        else {
+            return;
+        };
+        let m = claimrules::hooks::hydra::map_request(&req, &[]);
+        (m.user, m.context)
+    } else {
+        let Ok(ev) = serde_json::from_slice::<claimrules::hooks::okta::TokenHookEvent>(body) else {
+            return;
+        };
+        let (user, context, _, _) = claimrules::hooks::okta::map_event(&ev, &[]);
+        (user, context)
+    };
+    assert!(
+        user.is_object() && context.is_object(),
+        "mapping lost its shape"
+    );
+    assert!(
+        user["user_id"].is_string(),
+        "user_id must always be a string"
+    );
+    let _ = sample_rules().run(user, context);
 }
