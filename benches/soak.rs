@@ -1,5 +1,5 @@
 //! Soak: the real `claimrules serve` binary under mixed load — full logins (login form, consent,
-//! code exchange) and refreshes — while the rules folder changes every second and every tenth
+//! code exchange), refreshes and Hydra token-hook calls — while the rules folder changes every second and every tenth
 //! change is a broken edit. Checks: zero 5xx, every token traceable to exactly one rule-set
 //! version (the version is stamped twice, at both ends of one rule file written in place, so a
 //! token from a half-read or half-applied file shows two different stamps or one missing), and
@@ -23,11 +23,13 @@ use serde_json::Value;
 
 const SCOPE: &str = "openid offline_access read:contacts";
 const NS: &str = "https://example.com/";
+const HYDRA_KEY: &str = "Bearer soak-hydra-secret-0123456789";
 
 #[derive(Default)]
 struct Stats {
     logins: AtomicU64,
     refreshes: AtomicU64,
+    hook_calls: AtomicU64,
     client_errors: AtomicU64,
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
@@ -138,11 +140,17 @@ async fn answer(
 /// Checks a token response's version stamps; returns the refresh token.
 fn trace(stats: &Stats, body: &Value) -> Option<String> {
     let at = payload(body["access_token"].as_str()?);
+    let id = body["id_token"].as_str().map(payload);
+    check_stamps(stats, &at, id.as_ref());
+    body["refresh_token"].as_str().map(str::to_owned)
+}
+
+/// Both stamps of the access token claims (and the ID token's, when there is one) must name
+/// one rule-set version that was written.
+fn check_stamps(stats: &Stats, at: &Value, id: Option<&Value>) {
     let head = at[format!("{NS}v_head")].as_u64();
     let tail = at[format!("{NS}v_tail")].as_u64();
-    let id_tail = body["id_token"]
-        .as_str()
-        .map(|t| payload(t)[format!("{NS}v_tail")].as_u64());
+    let id_tail = id.map(|t| t[format!("{NS}v_tail")].as_u64());
     let written = stats.written.load(Ordering::SeqCst);
     match (head, tail) {
         (Some(h), Some(t)) if h == t && id_tail.map_or(true, |i| i == Some(h)) && h <= written => {
@@ -155,7 +163,23 @@ fn trace(stats: &Stats, body: &Value) -> Option<String> {
             ));
         }
     }
-    body["refresh_token"].as_str().map(str::to_owned)
+}
+
+/// One Hydra token-hook call with the documented sample; a 200 answer's claims are traced.
+async fn hydra_hook(stats: &Stats, http: &reqwest::Client, base: &str, body: &str) {
+    let res = http
+        .post(format!("{base}/hooks/hydra/token"))
+        .header("authorization", HYDRA_KEY)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await;
+    let Some(answer) = answer(stats, "hydra hook", res).await else {
+        return;
+    };
+    stats.hook_calls.fetch_add(1, Ordering::Relaxed);
+    let session = &answer["session"];
+    check_stamps(stats, &session["access_token"], Some(&session["id_token"]));
 }
 
 /// One full login: authorize, login form, consent form, code exchange.
@@ -290,7 +314,16 @@ async fn soak(duration: Duration, workers: usize) -> bool {
     )
     .unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), Some(&rules), "");
+    let cfg = write_config(
+        dir.path(),
+        Some(&rules),
+        &format!("[hooks]\nhydra_api_key = \"{HYDRA_KEY}\"\n"),
+    );
+    let hydra_body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hooks/hydra_docs_sample.json"
+    ))
+    .unwrap();
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "issuer = \"http://127.0.0.1:1/\"",
         &format!("issuer = \"http://127.0.0.1:{port}/\""),
@@ -338,7 +371,7 @@ async fn soak(duration: Duration, workers: usize) -> bool {
     // Load: each worker alternates one full login with a few refreshes of its tokens.
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (stats, base) = (stats.clone(), base.clone());
+        let (stats, base, hydra_body) = (stats.clone(), base.clone(), hydra_body.clone());
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut held: Vec<String> = Vec::new();
@@ -353,6 +386,9 @@ async fn soak(duration: Duration, workers: usize) -> bool {
                     }
                 }
                 held.truncate(8);
+                for _ in 0..4 {
+                    hydra_hook(&stats, &http, &base, &hydra_body).await;
+                }
             }
         }));
     }
@@ -368,12 +404,14 @@ async fn soak(duration: Duration, workers: usize) -> bool {
     let secs = duration.as_secs_f64();
     let logins = s.logins.load(Ordering::Relaxed);
     let refreshes = s.refreshes.load(Ordering::Relaxed);
+    let hooks = s.hook_calls.load(Ordering::Relaxed);
     let seen = s.versions_seen.lock().unwrap().clone();
     println!("soak: {secs:.0} s, {workers} workers, server pid {pid}");
     println!(
-        "  logins (full flow) {logins} ({:.1}/s), refreshes {refreshes} ({:.1}/s)",
+        "  logins (full flow) {logins} ({:.1}/s), refreshes {refreshes} ({:.1}/s), Hydra hook calls {hooks} ({:.1}/s)",
         logins as f64 / secs,
-        refreshes as f64 / secs
+        refreshes as f64 / secs,
+        hooks as f64 / secs
     );
     println!(
         "  rule changes {} (broken edits {}), distinct versions in tokens {} (last {:?})",
@@ -420,7 +458,8 @@ async fn soak(duration: Duration, workers: usize) -> bool {
         && s.transport_errors.load(Ordering::Relaxed) == 0
         && s.client_errors.load(Ordering::Relaxed) == 0
         && logins > 0
-        && refreshes > 0;
+        && refreshes > 0
+        && hooks > 0;
     if duration >= Duration::from_secs(60) {
         ok &= rss_growth.is_some_and(|g| g < 10.0);
         ok &= seen.len() as u64 >= s.changes.load(Ordering::Relaxed) / 2;
