@@ -153,7 +153,7 @@ fn check_stamps(stats: &Stats, at: &Value, id: Option<&Value>) {
     let id_tail = id.map(|t| t[format!("{NS}v_tail")].as_u64());
     let written = stats.written.load(Ordering::SeqCst);
     match (head, tail) {
-        (Some(h), Some(t)) if h == t && id_tail.map_or(true, |i| i == Some(h)) && h <= written => {
+        (Some(h), Some(t)) if h == t && id_tail.is_none_or(|i| i == Some(h)) && h <= written => {
             stats.versions_seen.lock().unwrap().insert(h);
         }
         _ => {

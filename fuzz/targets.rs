@@ -18,8 +18,11 @@ use claimrules::server::errors::AuthorizeError;
 use claimrules::server::{validate_authorize_query, AppState, TokenParams};
 use serde_json::{json, Value};
 
+/// A target: arbitrary bytes in, a panic on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the corpus folders are named.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("token_params", token_params),
     ("authorize_query", authorize_query),
     ("rules_load", rules_load),

@@ -195,13 +195,13 @@ async fn refresh_token_reuse_revokes_its_family_and_only_it() {
     let a1 = mint(get_code(s, SCOPE, ALICE).await).await;
     let b1 = mint(get_code(s, SCOPE, ALICE).await).await;
 
-    let res = refresh(&s, &a1).await;
+    let res = refresh(s, &a1).await;
     assert_eq!(res.status(), 200);
     let a2 = res.json::<Value>().await.unwrap()["refresh_token"]
         .as_str()
         .unwrap()
         .to_owned();
-    let res = refresh(&s, &a2).await;
+    let res = refresh(s, &a2).await;
     assert_eq!(res.status(), 200);
     let a3 = res.json::<Value>().await.unwrap()["refresh_token"]
         .as_str()
@@ -209,10 +209,10 @@ async fn refresh_token_reuse_revokes_its_family_and_only_it() {
         .to_owned();
 
     // An attacker replays the stolen a1: refused, and the whole family dies with it.
-    let res = refresh(&s, &a1).await;
+    let res = refresh(s, &a1).await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
-    let res = refresh(&s, &a3).await;
+    let res = refresh(s, &a3).await;
     assert_eq!(
         res.status(),
         400,
@@ -220,7 +220,7 @@ async fn refresh_token_reuse_revokes_its_family_and_only_it() {
     );
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_grant");
     // Another grant of the same user and client is untouched.
-    assert_eq!(refresh(&s, &b1).await.status(), 200);
+    assert_eq!(refresh(s, &b1).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
