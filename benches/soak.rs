@@ -427,8 +427,9 @@ async fn soak(duration: Duration, workers: usize) -> bool {
         s.transport_errors.load(Ordering::Relaxed),
         s.untraceable.load(Ordering::Relaxed)
     );
-    // Warm-up: the first fifth of the run (at least 5 s); growth compares the mean of the last
-    // tenth of the samples with the first sample after warm-up.
+    // Warm-up: the first fifth of the run (at least 5 s). RSS swings with Argon2's 19 MiB
+    // buffers, so growth compares means: the last tenth of the run against the first tenth
+    // after warm-up. The mean of every tenth is printed to show whether memory plateaus.
     let warm = (duration / 5).max(Duration::from_secs(5));
     let after: Vec<u64> = samples
         .iter()
@@ -436,19 +437,21 @@ async fn soak(duration: Duration, workers: usize) -> bool {
         .map(|(_, r)| *r)
         .collect();
     let mut rss_growth = None;
-    if after.len() >= 2 {
-        let base_rss = after[0] as f64;
-        let tail_n = (after.len() / 10).max(1);
-        let tail: f64 = after[after.len() - tail_n..].iter().sum::<u64>() as f64 / tail_n as f64;
-        let growth = (tail - base_rss) / base_rss * 100.0;
+    if after.len() >= 10 {
+        let n = after.len() / 10;
+        let mean = |xs: &[u64]| xs.iter().sum::<u64>() as f64 / xs.len().max(1) as f64;
+        let tenths: Vec<f64> = (0..10)
+            .map(|i| mean(&after[i * n..if i == 9 { after.len() } else { (i + 1) * n }]))
+            .collect();
+        let growth = (tenths[9] - tenths[0]) / tenths[0] * 100.0;
         rss_growth = Some(growth);
         println!(
-            "  RSS: start {} KiB, after warm-up {} KiB, end {:.0} KiB, peak {} KiB, growth after warm-up {growth:.1} %",
+            "  RSS KiB: start {}, peak {}, mean per tenth after warm-up {:?}",
             samples.first().map(|x| x.1).unwrap_or(0),
-            after[0],
-            tail,
-            samples.iter().map(|x| x.1).max().unwrap_or(0)
+            samples.iter().map(|x| x.1).max().unwrap_or(0),
+            tenths.iter().map(|t| *t as u64).collect::<Vec<_>>()
         );
+        println!("  RSS growth after warm-up (last tenth vs first tenth): {growth:.1} %");
     }
     if let Some(f) = s.first_failure.lock().unwrap().as_ref() {
         println!("  first failure: {f}");
