@@ -530,6 +530,7 @@ pub fn embedded_default(
     let text = format!(
         r#"
 issuer = "{issuer}"
+admin_token_env = "CLAIMRULES_ADMIN_TOKEN"
 
 [[client]]
 client_id = "demo-app"

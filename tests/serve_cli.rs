@@ -187,3 +187,68 @@ fn keys_rotate_adds_a_published_key_that_signs_after_the_delay() {
         "old key still published while its tokens live"
     );
 }
+
+#[test]
+fn sighup_reloads_the_rules_without_watching() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("10-a.rhai"), "let a = 1;").unwrap();
+    let port = free_port();
+    let mut child = bin()
+        .args([
+            "serve",
+            "--no-watch",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--rules",
+        ])
+        .arg(&rules)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .env("CLAIMRULES_ADMIN_TOKEN", "admin-token-0123456789")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _ = lines.next();
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sf", "-H", "authorization: Bearer admin-token-0123456789"])
+            .arg(format!("http://127.0.0.1:{port}/rules/status"))
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status().is_none() {
+        assert!(Instant::now() < deadline, "status endpoint never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status().unwrap()["rules"], serde_json::json!(["10-a"]));
+    std::fs::write(rules.join("20-b.rhai"), "let b = 2;").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        status().unwrap()["version"],
+        1,
+        "--no-watch: no reload without a signal"
+    );
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = status().unwrap();
+        if st["version"] == 2 {
+            assert_eq!(st["rules"], serde_json::json!(["10-a", "20-b"]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload: {st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
