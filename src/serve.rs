@@ -153,7 +153,14 @@ pub async fn rotate_keys(store: &Store, config: &Config, delay: i64) -> Result<S
     let err = |e: String| ServeError::Keys(e);
     let key = SigningKey::generate(config.signing_alg).map_err(|e| err(e.to_string()))?;
     let now = unix_now();
-    let activates_at = now + delay.max(0);
+    let existing = store.keys().await.map_err(|e| err(e.to_string()))?;
+    // Strictly after every existing key, so "the newest active key signs" is never a tie.
+    let latest = existing
+        .iter()
+        .map(|k| k.activates_at)
+        .max()
+        .unwrap_or(i64::MIN);
+    let activates_at = (now + delay.max(0)).max(latest.saturating_add(1));
     let longest = config
         .apis
         .iter()
@@ -162,7 +169,7 @@ pub async fn rotate_keys(store: &Store, config: &Config, delay: i64) -> Result<S
         .chain(std::iter::once(86_400))
         .max()
         .unwrap_or(86_400) as i64;
-    for old in store.keys().await.map_err(|e| err(e.to_string()))? {
+    for old in existing {
         if old.retires_at.is_none() {
             store
                 .retire_key(&old.kid, activates_at + longest)
@@ -296,6 +303,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     let shutdown = shutdown_signal();
     print_banner(&prepared, local);
     spawn_sighup_reload(prepared.rules.clone());
+    spawn_purge(prepared.state.clone());
     let st = prepared.state.clone();
     tokio::spawn(async move {
         let every = std::time::Duration::from_secs(st.config.key_refresh_interval.max(1));
@@ -318,6 +326,24 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     .map_err(|e| server::ServerError::Io(e.to_string()))?;
     tracing::info!("shut down");
     Ok(())
+}
+
+/// How often expired codes, sessions and refresh tokens are deleted.
+pub const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes expired state periodically, so the database does not grow without end.
+fn spawn_purge(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        loop {
+            tick.tick().await;
+            match state.store.purge_expired(unix_now()).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "purged expired state"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging expired state failed"),
+            }
+        }
+    });
 }
 
 fn print_banner(p: &Prepared, local: SocketAddr) {
