@@ -3,6 +3,11 @@
 //! (and that was not presented again) works exactly once afterwards, no rotated token works, a
 //! replayed rotated token still revokes its family, and the database passes `PRAGMA
 //! integrity_check`.
+//!
+//! The same with two instances on one PostgreSQL database: one instance is killed under load
+//! against both, and every answered token works exactly once at the other instance. That test
+//! needs PostgreSQL (`CLAIMRULES_TEST_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test)
+//! and fails, never skips, when it is unreachable.
 
 mod common;
 
@@ -174,9 +179,42 @@ struct Chain {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_refresh_load_loses_no_answered_token() {
+    crash_scenario(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_postgres_instance_loses_no_answered_token_at_the_other() {
+    let base = std::env::var("CLAIMRULES_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is required for this test and is unreachable at {base}: {e}")
+        });
+    let schema = format!(
+        "cr_crash_{}",
+        claimrules::crypto::random_token(6)
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "x")
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    crash_scenario(Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))).await;
+}
+
+/// Kills the instance under load; with `postgres` two instances share the database and the
+/// checks run at the survivor, else the one SQLite instance is restarted on its data folder.
+async fn crash_scenario(postgres: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = write_config(dir.path(), None, "");
+    let extra = postgres
+        .as_ref()
+        .map(|db| format!("database_url = \"{db}\""))
+        .unwrap_or_default();
+    let cfg = write_config(dir.path(), None, &extra);
     let text = std::fs::read_to_string(&cfg).unwrap().replace(
         "issuer = \"http://127.0.0.1:1/\"",
         &format!("issuer = \"http://127.0.0.1:{port}/\""),
@@ -184,6 +222,11 @@ async fn sigkill_under_refresh_load_loses_no_answered_token() {
     std::fs::write(&cfg, text).unwrap();
 
     let mut server = start(dir.path(), port).await;
+    let other = match postgres {
+        Some(_) => Some(start(dir.path(), free_port()).await),
+        None => None,
+    };
+    let other_base = other.as_ref().map(|o| o.base.clone());
     let b = logged_in(&server.base).await;
     let chains: Arc<Vec<Mutex<Chain>>> =
         Arc::new((0..CHAINS).map(|_| Mutex::new(Chain::default())).collect());
@@ -197,12 +240,13 @@ async fn sigkill_under_refresh_load_loses_no_answered_token() {
     let answered = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for t in 0..TASKS {
-        let (chains, stop, answered, base) = (
-            chains.clone(),
-            stop.clone(),
-            answered.clone(),
-            server.base.clone(),
-        );
+        // With two instances, odd tasks load the one that survives.
+        let target = match (&other_base, t % 2) {
+            (Some(b), 1) => b.clone(),
+            _ => server.base.clone(),
+        };
+        let (chains, stop, answered, base) =
+            (chains.clone(), stop.clone(), answered.clone(), target);
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mine: Vec<usize> = (0..CHAINS).filter(|i| i % TASKS == t).collect();
@@ -247,7 +291,10 @@ async fn sigkill_under_refresh_load_loses_no_answered_token() {
     }
     let before_kill = answered.load(Ordering::SeqCst);
 
-    let server = start(dir.path(), port).await;
+    let server = match other {
+        Some(o) => o,
+        None => start(dir.path(), port).await,
+    };
     let http = reqwest::Client::new();
     let chains: Vec<Chain> = chains.iter().map(|c| c.lock().unwrap().clone()).collect();
     let in_flight = chains.iter().filter(|c| c.in_flight.is_some()).count();
@@ -310,6 +357,12 @@ async fn sigkill_under_refresh_load_loses_no_answered_token() {
          after restart: {outcome:?}"
     );
 
+    if postgres.is_some() {
+        let mut server = server;
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        return;
+    }
     // The database passes SQLite's integrity check (WAL recovered by the restart).
     let db = dir.path().join("data").join("claimrules.db");
     assert!(db.exists(), "{}", db.display());
