@@ -184,25 +184,7 @@ async fn sigkill_under_refresh_load_loses_no_answered_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_one_postgres_instance_loses_no_answered_token_at_the_other() {
-    let base = std::env::var("CLAIMRULES_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let mut conn = sqlx::PgConnection::connect(&base)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is required for this test and is unreachable at {base}: {e}")
-        });
-    let schema = format!(
-        "cr_crash_{}",
-        claimrules::crypto::random_token(6)
-            .to_ascii_lowercase()
-            .replace(['-', '_'], "x")
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    crash_scenario(Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))).await;
+    crash_scenario(Some(fresh_postgres_schema("cr_crash").await)).await;
 }
 
 /// Kills the instance under load; with `postgres` two instances share the database and the

@@ -13,32 +13,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn pg_base() -> String {
-    std::env::var("CLAIMRULES_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into())
-}
-
-/// A fresh schema; the URL selects it through `search_path`.
-async fn fresh_schema(base: &str) -> String {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(base).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is required for the multi-instance tests and is unreachable at {base}: {e}. Start it or set CLAIMRULES_TEST_POSTGRES_URL.")
-    });
-    let schema = format!(
-        "cr_multi_{}",
-        claimrules::crypto::random_token(6)
-            .to_ascii_lowercase()
-            .replace(['-', '_'], "x")
-    );
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let sep = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{sep}options=-csearch_path%3D{schema}")
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -185,7 +159,7 @@ const SCOPE: &str = "openid offline_access read:contacts";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_codes_tokens_sessions_consents_and_keys() {
-    let db = fresh_schema(&pg_base()).await;
+    let db = fresh_postgres_schema("cr_multi").await;
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (free_port(), free_port());
     let cfg = config(dir.path(), &db, pa);
@@ -388,8 +362,7 @@ impl Proxy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_database_gives_503_and_the_instance_recovers() {
-    let base = pg_base();
-    let db = fresh_schema(&base).await;
+    let db = fresh_postgres_schema("cr_multi").await;
     let url = url::Url::parse(&db).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
     let mut proxy = Proxy::new(target);

@@ -350,3 +350,32 @@ pub fn header(jwt: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+/// A fresh PostgreSQL schema for one test; the returned URL selects it through `search_path`.
+/// PostgreSQL comes from `CLAIMRULES_TEST_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test;
+/// when it is unreachable this panics with a message saying so (tests never skip).
+pub async fn fresh_postgres_schema(prefix: &str) -> String {
+    use sqlx::Connection;
+    let base = std::env::var("CLAIMRULES_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is required for this test and is unreachable at {base}: {e}. \
+             Start it or set CLAIMRULES_TEST_POSTGRES_URL."
+            )
+        });
+    let schema = format!(
+        "{prefix}_{}",
+        claimrules::crypto::random_token(6)
+            .to_ascii_lowercase()
+            .replace(['-', '_'], "x")
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
+}
