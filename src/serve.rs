@@ -193,31 +193,15 @@ pub async fn rotate_keys(store: &Store, config: &Config, delay: i64) -> Result<S
 
 /// Opens the store of a tenant without serving (for `claimrules keys`).
 pub async fn open_store(opts: &ServeOptions) -> Result<(Config, Store), ServeError> {
-    let addr = opts.addr.unwrap_or_else(default_addr);
-    let mut config = match &opts.config {
-        Some(path) => Config::from_file(path)?,
-        None => {
-            embedded_default(
-                &format!("http://{addr}/"),
-                opts.rules.clone().unwrap_or_else(|| "rules".into()),
-                opts.data.clone().unwrap_or_else(|| "data".into()),
-            )?
-            .0
-        }
-    };
-    if let Some(d) = &opts.data {
-        config.data = d.clone();
-    }
-    let store = match &config.database_url {
-        Some(url) => Store::open(url).await,
-        None => Store::open_in_folder(&config.data).await,
-    }
-    .map_err(|e| ServeError::Store(e.to_string()))?;
+    let (config, _, store) = open_tenant(opts).await?;
     Ok((config, store))
 }
 
-/// Opens everything a tenant needs.
-pub async fn prepare(opts: &ServeOptions) -> Result<Prepared, ServeError> {
+/// Reads the config (file or embedded default, with the `--rules`/`--data` overrides) and opens
+/// its store.
+async fn open_tenant(
+    opts: &ServeOptions,
+) -> Result<(Config, Option<DemoCredentials>, Store), ServeError> {
     let addr = opts.addr.unwrap_or_else(default_addr);
     let (mut config, demo) = match &opts.config {
         Some(path) => (Config::from_file(path)?, None),
@@ -241,6 +225,13 @@ pub async fn prepare(opts: &ServeOptions) -> Result<Prepared, ServeError> {
         None => Store::open_in_folder(&config.data).await,
     }
     .map_err(|e| ServeError::Store(e.to_string()))?;
+    Ok((config, demo, store))
+}
+
+/// Opens everything a tenant needs.
+pub async fn prepare(opts: &ServeOptions) -> Result<Prepared, ServeError> {
+    let addr = opts.addr.unwrap_or_else(default_addr);
+    let (config, demo, store) = open_tenant(opts).await?;
     let keys = load_keys(&store, &config).await?;
     let rules = HotRules::load(&config.rules, rule_options(&config))
         .map_err(|e| ServeError::Rules(e.to_string()))?;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::errors::{with_params, AuthorizeError};
-use super::{client_ip, cookie, pages, set_cookie, Shared};
+use super::{client_ip, cookie, pages, rule_request, set_cookie, Shared};
 use crate::config::{ClientConfig, UserConfig};
 use crate::crypto::{random_token, secrets_equal, sha256_hex, valid_pkce_challenge};
 use crate::issuer::{unix_now, Protocol, TokenRequest};
@@ -434,21 +434,12 @@ async fn finish(
             return req.error(state, "temporarily_unavailable", "try again later");
         }
     };
-    let header_str = |h: header::HeaderName| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let hostname = header_str(header::HOST);
-    let request = json!({
-        "query": req.query,
-        "body": {},
-        "ip": client_ip(connect),
-        "hostname": hostname.split(':').next().unwrap_or(""),
-        "userAgent": header_str(header::USER_AGENT),
-    });
+    let request = rule_request(
+        headers,
+        connect,
+        Value::Object(req.query.clone()),
+        json!({}),
+    );
     let session_id = session_hash.get(..16).unwrap_or("").to_owned();
     let api = req.audience.as_deref().and_then(|a| state.config.api(a));
     let rule_user = user.to_rule_user(logins);

@@ -163,6 +163,27 @@ pub(crate) fn client_ip(connect: Option<&ConnectInfo<SocketAddr>>) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `context.request` of a rule run: the given query and body, the client IP, the `Host` name
+/// without port, and the `User-Agent`.
+pub(crate) fn rule_request(
+    headers: &HeaderMap,
+    connect: Option<&ConnectInfo<SocketAddr>>,
+    query: serde_json::Value,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let header = |h: axum::http::header::HeaderName| {
+        headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("")
+    };
+    let host = header(axum::http::header::HOST);
+    serde_json::json!({
+        "query": query,
+        "body": body,
+        "ip": client_ip(connect),
+        "hostname": host.split(':').next().unwrap_or(""),
+        "userAgent": header(axum::http::header::USER_AGENT),
+    })
+}
+
 /// A cookie's value from the request headers.
 pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

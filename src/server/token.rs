@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::errors::TokenError;
-use super::{client_ip, Shared};
+use super::{rule_request, Shared};
 use crate::config::ClientConfig;
 use crate::crypto::{
     pkce_s256_matches, random_token, secrets_equal, sha256_hex, valid_pkce_verifier,
@@ -503,21 +503,7 @@ async fn refresh_grant(
         .filter(|(k, _)| !SECRET_FIELDS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let header_str = |h: header::HeaderName| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let host = header_str(header::HOST);
-    let request = json!({
-        "query": {},
-        "body": body,
-        "ip": client_ip(connect),
-        "hostname": host.split(':').next().unwrap_or(""),
-        "userAgent": header_str(header::USER_AGENT),
-    });
+    let request = rule_request(headers, connect, json!({}), Value::Object(body));
     let rule_user = user.to_rule_user(logins);
     let issuer = state.issuer.clone();
     let (client_owned, api) = (

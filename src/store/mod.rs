@@ -217,6 +217,26 @@ impl StoreError {
 }
 
 /// The persistence layer: cheap to clone, `Send + Sync`; every clone shares the same database.
+/// The migrations still to run over a database at schema version `current` (`None` when new),
+/// numbered from 1; a schema newer than the binary knows is refused. Shared by both engines.
+pub(crate) fn pending_migrations<'a>(
+    current: Option<i64>,
+    migrations: &'a [&'a str],
+) -> Result<Vec<(i64, &'a str)>, StoreError> {
+    let current = current.unwrap_or(0);
+    let supported = migrations.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    Ok((1..)
+        .zip(migrations.iter().copied())
+        .skip(current as usize)
+        .collect())
+}
+
 #[derive(Clone)]
 pub struct Store {
     engine: Engine,

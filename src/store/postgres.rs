@@ -22,9 +22,6 @@ use super::{
 /// Embedded migrations, in order; the version is the index + 1.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
 
-/// The newest schema version this binary knows.
-pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
 /// Connections per instance.
 const MAX_CONNECTIONS: u32 = 16;
 
@@ -104,14 +101,7 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(db)?;
-        let current = current.unwrap_or(0);
-        if current > SCHEMA_VERSION {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for (version, sql) in (1..).zip(MIGRATIONS.iter()).skip(current as usize) {
+        for (version, sql) in super::pending_migrations(current, MIGRATIONS)? {
             let failed = |e: sqlx::Error| StoreError::Migration {
                 version,
                 message: e.to_string(),

@@ -36,9 +36,6 @@ use super::{
 /// Embedded migrations, in order; the version is the index + 1.
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
 
-/// The newest schema version this binary knows.
-pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
 /// Most writes committed together in one transaction.
 const MAX_BATCH: usize = 256;
 /// Scheduler yields before the writer takes a batch (see `writer_loop`).
@@ -732,7 +729,7 @@ async fn revoke(c: &mut SqliteConnection, family: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// Brings the schema up to [`SCHEMA_VERSION`], refusing a newer one.
+/// Brings the schema up to the newest of [`MIGRATIONS`], refusing a newer one.
 async fn migrate(c: &mut SqliteConnection) -> Result<(), StoreError> {
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *c)
@@ -753,14 +750,7 @@ async fn migrate_in_transaction(c: &mut SqliteConnection) -> Result<(), StoreErr
         .fetch_one(&mut *c)
         .await
         .map_err(db)?;
-    let current = current.unwrap_or(0);
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    for (version, sql) in (1..).zip(MIGRATIONS.iter()).skip(current as usize) {
+    for (version, sql) in super::pending_migrations(current, MIGRATIONS)? {
         let failed = |e: sqlx::Error| StoreError::Migration {
             version,
             message: e.to_string(),
