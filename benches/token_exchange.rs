@@ -4,7 +4,8 @@
 //! `cargo bench --bench token_exchange` (env: SECONDS=5 CONCURRENCY=16). Codes are minted through
 //! the library's code store with the rules' claims computed as /authorize computes them, so the
 //! figure is the token endpoint alone: parse, client auth, atomic code redemption, PKCE, two
-//! signatures.
+//! signatures. The load side is a bare keep-alive HTTP/1.1 client (no client library), and the
+//! process uses the binary's allocator (mimalloc), so the figure is the server as shipped.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,9 @@ const SECRET: &str = "bench-secret-0123456789";
 const REDIRECT: &str = "http://127.0.0.1:4000/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_num(k: &str, d: u64) -> u64 {
     std::env::var(k)
@@ -82,6 +86,54 @@ app_metadata = {{ roles = ["admin"], plan = "pro" }}
     let p = dir.join("claimrules.toml");
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A keep-alive HTTP/1.1 connection that sends form POSTs: the load side of the bench, kept
+/// lean (no client library) so the cores go to the server being measured.
+struct Conn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Conn {
+            stream: tokio::io::BufReader::new(stream),
+        }
+    }
+
+    /// Sends one POST and reads the answer (status, body); the server answers with a
+    /// Content-Length, never chunked, for these small JSON bodies.
+    async fn post(&mut self, addr: SocketAddr, path: &str, body: &str) -> (u16, Vec<u8>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body.as_bytes()).await.unwrap();
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.unwrap();
+        let status: u16 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+        }
+        let mut answer = vec![0; len];
+        self.stream.read_exact(&mut answer).await.unwrap();
+        (status, answer)
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -165,34 +217,30 @@ async fn exchange_run(alg: SigningAlg, secs: u64, concurrency: usize) -> (f64, f
     }
     let codes = Arc::new(codes);
     let next = Arc::new(AtomicUsize::new(0));
-    let http = reqwest::Client::new();
-    let url = format!("http://{addr}/oauth/token");
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (codes, next, http, url) = (codes.clone(), next.clone(), http.clone(), url.clone());
+            let (codes, next) = (codes.clone(), next.clone());
             tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await;
                 let mut lat = Vec::new();
                 while Instant::now() < end {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(code) = codes.get(i) else { break };
+                    let body = serde_urlencoded::to_string([
+                        ("grant_type", "authorization_code"),
+                        ("client_id", "bench"),
+                        ("client_secret", SECRET),
+                        ("code", code),
+                        ("redirect_uri", REDIRECT),
+                        ("code_verifier", VERIFIER),
+                    ])
+                    .unwrap();
                     let t = Instant::now();
-                    let res = http
-                        .post(&url)
-                        .form(&[
-                            ("grant_type", "authorization_code"),
-                            ("client_id", "bench"),
-                            ("client_secret", SECRET),
-                            ("code", code),
-                            ("redirect_uri", REDIRECT),
-                            ("code_verifier", VERIFIER),
-                        ])
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(res.status(), 200);
-                    let _ = res.bytes().await.unwrap();
+                    let (status, answer) = conn.post(addr, "/oauth/token", &body).await;
+                    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                    assert!(answer.starts_with(b"{\"access_token\""));
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
                 lat
