@@ -675,6 +675,47 @@ async fn newer_schema_refused(db: &TestDb) {
     }
 }
 
+/// The early answer of `redeem_code_early` keeps single use, and its commit resolves.
+async fn early_redemption(db: &TestDb) {
+    const N: usize = 16;
+    db.store
+        .put_code("early", &grant("auth0|e"), NOW + 60)
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(N));
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let (s, b) = (db.store.clone(), barrier.clone());
+            tokio::spawn(async move {
+                b.wait().await;
+                let (answer, committed) = s.redeem_code_early("early", NOW).await;
+                committed.wait().await.unwrap();
+                answer.unwrap()
+            })
+        })
+        .collect();
+    let mut redeemed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            CodeRedemption::Redeemed(g) => {
+                assert_eq!(g, grant("auth0|e"));
+                redeemed += 1;
+            }
+            CodeRedemption::Replayed { family: None } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(redeemed, 1, "exactly one early redemption succeeds");
+    // Once committed, the redemption is what every later caller sees.
+    assert_eq!(
+        db.store.redeem_code("early", NOW).await.unwrap(),
+        CodeRedemption::Replayed { family: None }
+    );
+    let (answer, committed) = db.store.redeem_code_early("missing", NOW).await;
+    committed.wait().await.unwrap();
+    assert_eq!(answer.unwrap(), CodeRedemption::Unknown);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -703,6 +744,7 @@ macro_rules! conformance {
 conformance!(
     code_single_use,
     concurrent_code_redemption,
+    early_redemption,
     code_expiry,
     replay_reports_and_revokes_family,
     refresh_rotation,

@@ -236,9 +236,12 @@ async fn run_rules(
 ) -> Result<(u64, Result<Outcome, RuleError>), HookError> {
     let loaded = rules.current();
     let version = loaded.version;
-    let result = tokio::task::spawn_blocking(move || loaded.set.run(user, context))
-        .await
-        .map_err(|e| HookError::Internal(e.to_string()))?;
+    let result = tokio::task::spawn_blocking(move || {
+        crate::server::cpu_bound_thread();
+        loaded.set.run(user, context)
+    })
+    .await
+    .map_err(|e| HookError::Internal(e.to_string()))?;
     Ok((version, result))
 }
 

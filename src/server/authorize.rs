@@ -451,6 +451,7 @@ async fn finish(
         return req.error(state, "server_error", "the login could not be completed");
     };
     let outcome = tokio::task::spawn_blocking(move || {
+        super::cpu_bound_thread();
         let _slot = slot;
         let treq = TokenRequest {
             client: &client_owned,
@@ -579,9 +580,12 @@ pub async fn login(
     let password = form.password.clone();
     // Argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
     // against a dummy hash so both failures take the same time.
-    let ok = tokio::task::spawn_blocking(move || crate::password::verify(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || {
+        super::cpu_bound_thread();
+        crate::password::verify(&password, &hash)
+    })
+    .await
+    .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         state.throttle.failure(&form.username, &ip);
         return again(StatusCode::UNAUTHORIZED, "Wrong email or password.");

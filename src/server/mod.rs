@@ -58,6 +58,30 @@ pub struct AppState {
     pub rule_slots: RuleSlots,
 }
 
+/// Marks the calling blocking-pool thread as CPU-bound: on Linux its nice value is raised to 5,
+/// once per thread. Rules, signatures and password hashing run for hundreds of microseconds; at
+/// a lower priority they give a core up at once to the threads that keep requests moving (the
+/// runtime's workers and the SQLite writer's connection thread), which otherwise wait a
+/// scheduler slice behind a signature on every hand-off.
+pub(crate) fn cpu_bound_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        thread_local! {
+            static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        LOWERED.with(|done| {
+            if !done.replace(true) {
+                // SAFETY: plain syscalls on the calling thread's own id; no memory is shared.
+                // Failing (e.g. a seccomp filter) only leaves the priority as it was.
+                unsafe {
+                    let tid = libc::gettid();
+                    libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 5);
+                }
+            }
+        });
+    }
+}
+
 /// Concurrent rule runs allowed per client. Rules run on the bounded blocking pool; a client
 /// whose rule loops until its budget could otherwise fill every blocking thread with its own
 /// requests and make every other client's login wait behind it.

@@ -273,12 +273,47 @@ async fn code_grant(
         ));
     }
     let code_hash = sha256_hex(code);
-    let grant = match state
-        .store
-        .redeem_code(&code_hash, unix_now())
-        .await
-        .map_err(store_failed)?
-    {
+    // The redemption is answered inside the writer's open transaction, so the checks and the
+    // two signatures overlap its commit (fsync); nothing is answered before it is durable. A
+    // rolled-back batch means the code was never redeemed: the tokens are dropped unseen.
+    let (redemption, committed) = state.store.redeem_code_early(&code_hash, unix_now()).await;
+    let answer = match redemption {
+        Ok(redemption) => redeemed(state, client, redirect_uri, verifier, redemption).await,
+        Err(e) => Err(store_failed(e)),
+    };
+    committed.wait().await.map_err(store_failed)?;
+    let (issued, refresh) = answer?;
+    let refresh = match refresh {
+        Some((token, family, grant)) => {
+            state
+                .store
+                .put_refresh(&sha256_hex(&token), &family, &grant, refresh_expiry(state))
+                .await
+                .map_err(store_failed)?;
+            state
+                .store
+                .link_code_family(&code_hash, &family)
+                .await
+                .map_err(store_failed)?;
+            Some(token)
+        }
+        None => None,
+    };
+    Ok(response(&issued, refresh))
+}
+
+/// A refresh token to store for an exchange: the token, its new family and the grant.
+type NewRefresh = Option<(String, String, Grant)>;
+
+/// The code grant once the code is redeemed (not yet durably): checks and signatures.
+async fn redeemed(
+    state: &Shared,
+    client: &ClientConfig,
+    redirect_uri: &str,
+    verifier: Option<&str>,
+    redemption: CodeRedemption,
+) -> Result<(Issued, NewRefresh), TokenError> {
+    let grant = match redemption {
         CodeRedemption::Redeemed(g) => g,
         CodeRedemption::Unknown => {
             return Err(TokenError::invalid_grant("unknown authorization code"))
@@ -324,24 +359,9 @@ async fn code_grant(
         .and_then(|c| serde_json::from_value(c).ok())
         .ok_or_else(TokenError::server_error)?;
     let issued = sign(state, client, &grant, claims, Protocol::AuthorizationCode).await?;
-    let refresh = if offline_allowed(state, client, &grant) {
-        let token = random_token(32);
-        let family = random_token(16);
-        state
-            .store
-            .put_refresh(&sha256_hex(&token), &family, &grant, refresh_expiry(state))
-            .await
-            .map_err(store_failed)?;
-        state
-            .store
-            .link_code_family(&code_hash, &family)
-            .await
-            .map_err(store_failed)?;
-        Some(token)
-    } else {
-        None
-    };
-    Ok(response(&issued, refresh))
+    let refresh =
+        offline_allowed(state, client, &grant).then(|| (random_token(32), random_token(16), grant));
+    Ok((issued, refresh))
 }
 
 fn refresh_expiry(state: &Shared) -> Option<i64> {
@@ -375,6 +395,7 @@ async fn sign(
         .cloned();
     let grant = grant.clone();
     tokio::task::spawn_blocking(move || {
+        super::cpu_bound_thread();
         let req = token_request(
             &client,
             api.as_ref(),
@@ -524,6 +545,7 @@ async fn refresh_grant(
     // tokens are only returned after the rotation below is committed, so none leaves the server
     // without its state stored; a lost race merely wastes two signatures.
     let issued = tokio::task::spawn_blocking(move || {
+        super::cpu_bound_thread();
         let _slot = slot;
         let req = token_request(
             &client_owned,

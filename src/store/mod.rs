@@ -248,6 +248,46 @@ enum Engine {
     Postgres(PgStore),
 }
 
+/// The commit of a write whose answer was given early ([`Store::redeem_code_early`]).
+#[derive(Debug)]
+#[must_use = "wait for the commit before anything derived from the write leaves the process"]
+pub struct Committed(CommitState);
+
+#[derive(Debug)]
+enum CommitState {
+    Done,
+    Failed(StoreError),
+    Pending(tokio::sync::oneshot::Receiver<Result<(), StoreError>>),
+}
+
+impl Committed {
+    pub(crate) fn done() -> Committed {
+        Committed(CommitState::Done)
+    }
+
+    pub(crate) fn failed(e: StoreError) -> Committed {
+        Committed(CommitState::Failed(e))
+    }
+
+    pub(crate) fn pending(rx: tokio::sync::oneshot::Receiver<Result<(), StoreError>>) -> Committed {
+        Committed(CommitState::Pending(rx))
+    }
+
+    /// Waits until the write is durable; an error means it was rolled back (or its outcome is
+    /// unknown because the writer stopped) and must be treated as never made.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        match self.0 {
+            CommitState::Done => Ok(()),
+            CommitState::Failed(e) => Err(e),
+            CommitState::Pending(rx) => rx.await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the SQLite writer stopped before committing".into(),
+                ))
+            }),
+        }
+    }
+}
+
 /// Calls the same method on whichever engine backs the store.
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
@@ -341,6 +381,23 @@ impl Store {
         now: i64,
     ) -> Result<CodeRedemption, StoreError> {
         dispatch!(self, s => s.redeem_code(code_hash, now).await)
+    }
+
+    /// [`Store::redeem_code`] in two steps, so the caller can work while the redemption is made
+    /// durable: the answer comes as soon as the code is marked inside the writer's open
+    /// transaction, and the returned [`Committed`] resolves once that transaction is committed.
+    /// Nothing derived from the answer may leave the process before [`Committed::wait`] returned
+    /// `Ok`: if the batch is rolled back, the code was never redeemed. (PostgreSQL commits each
+    /// redemption before answering; its `Committed` is already resolved.)
+    pub async fn redeem_code_early(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> (Result<CodeRedemption, StoreError>, Committed) {
+        match &self.engine {
+            Engine::Sqlite(s) => s.redeem_code_early(code_hash, now).await,
+            Engine::Postgres(s) => (s.redeem_code(code_hash, now).await, Committed::done()),
+        }
     }
 
     /// Links the refresh-token family issued from a redeemed code, so a replay of the code can

@@ -29,8 +29,8 @@ use sqlx::{ConnectOptions, Row};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant, Rotation,
-    Session, StoreError, StoredKey,
+    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Committed, Grant,
+    Rotation, Session, StoreError, StoredKey,
 };
 
 /// Embedded migrations, in order; the version is the index + 1.
@@ -45,6 +45,10 @@ const QUEUE: usize = 4096;
 /// Read-only connections.
 const READERS: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Database pages are read through a memory map instead of `pread` into SQLite's own 2 MiB page
+/// cache: codes and grants are looked up at random, and a cache miss then costs no syscall and no
+/// copy (the WAL is still read with `pread`). Address space only; the pages are the OS's cache.
+const MMAP_SIZE: &str = "268435456";
 
 type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// Called once the batch's transaction ended: `None` after a successful commit, else the error
@@ -120,14 +124,16 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("mmap_size", MMAP_SIZE);
         let mut writer = writer_options.connect().await.map_err(db)?;
         migrate(&mut writer).await?;
 
         let read_options = options
             .read_only(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            .pragma("mmap_size", MMAP_SIZE);
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(0)
@@ -156,22 +162,40 @@ impl SqliteStore {
             + Send
             + 'static,
     {
-        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let (result, committed) = self.write_early(savepoint, f).await;
+        // The batch's end decides: a rolled-back batch fails every write in it.
+        committed.wait().await?;
+        result
+    }
+
+    /// Like [`SqliteStore::write`], but answers as soon as `f` ran inside the open transaction;
+    /// the [`Committed`] resolves once the batch is committed (or fails if it was rolled back).
+    async fn write_early<T, F>(&self, savepoint: bool, f: F) -> (Result<T, StoreError>, Committed)
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        let (early_tx, early_rx) = oneshot::channel::<Result<T, StoreError>>();
+        let (commit_tx, commit_rx) = oneshot::channel::<Result<(), StoreError>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
+                let nothing: Reply = Box::new(|_| {});
+                // The caller may have gone away (request cancelled): nothing to tell then.
                 let conn = match conn {
                     Ok(conn) => conn,
                     Err(e) => {
-                        let _ = tx.send(Err(e));
-                        let nothing: Reply = Box::new(|_| {});
+                        let _ = early_tx.send(Err(e.clone()));
+                        let _ = commit_tx.send(Err(e));
                         return (Outcome::Done, nothing);
                     }
                 };
                 if savepoint {
                     if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut *conn).await {
                         let e = db(e);
-                        let _ = tx.send(Err(e.clone()));
-                        let nothing: Reply = Box::new(|_| {});
+                        let _ = early_tx.send(Err(e.clone()));
+                        let _ = commit_tx.send(Err(e.clone()));
                         return (Outcome::Broken(e), nothing);
                     }
                 }
@@ -190,19 +214,21 @@ impl SqliteStore {
                     ) => Outcome::Done,
                     (Err(e), false) => Outcome::Broken(e.clone()),
                 };
+                let _ = early_tx.send(result);
                 let reply: Reply = Box::new(move |ended: Option<&StoreError>| {
-                    let answer = match ended {
+                    let _ = commit_tx.send(match ended {
                         Some(e) => Err(e.clone()),
-                        None => result,
-                    };
-                    // The caller may have gone away (request cancelled): nothing to tell then.
-                    let _ = tx.send(answer);
+                        None => Ok(()),
+                    });
                 });
                 (outcome, reply)
             })
         });
-        self.jobs.send(job).await.map_err(|_| writer_gone())?;
-        rx.await.map_err(|_| writer_gone())?
+        if self.jobs.send(job).await.is_err() {
+            return (Err(writer_gone()), Committed::failed(writer_gone()));
+        }
+        let result = early_rx.await.unwrap_or_else(|_| Err(writer_gone()));
+        (result, Committed::pending(commit_rx))
     }
 
     pub(crate) async fn put_code(
@@ -235,8 +261,18 @@ impl SqliteStore {
         code_hash: &str,
         now: i64,
     ) -> Result<CodeRedemption, StoreError> {
+        let (result, committed) = self.redeem_code_early(code_hash, now).await;
+        committed.wait().await?;
+        result
+    }
+
+    pub(crate) async fn redeem_code_early(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> (Result<CodeRedemption, StoreError>, Committed) {
         let code_hash = code_hash.to_string();
-        self.write(false, move |c| {
+        self.write_early(false, move |c| {
             Box::pin(async move {
                 let redeemed = sqlx::query(
                     "UPDATE codes SET redeemed_at = ?1 \
