@@ -4,8 +4,8 @@
 //! `cargo bench --bench token_exchange` (env: SECONDS=5 CONCURRENCY="16 32"). Codes are minted through
 //! the library's code store with the rules' claims computed as /authorize computes them, so the
 //! figure is the token endpoint alone: parse, client auth, atomic code redemption, PKCE, two
-//! signatures. The load side is a bare keep-alive HTTP/1.1 client (no client library), and the
-//! process uses the binary's allocator (mimalloc), so the figure is the server as shipped.
+//! signatures. The load side is a bare keep-alive HTTP/1.1 client (no client library), so the
+//! cores go to the server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,9 +21,6 @@ const SECRET: &str = "bench-secret-0123456789";
 const REDIRECT: &str = "http://127.0.0.1:4000/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_num(k: &str, d: u64) -> u64 {
     std::env::var(k)

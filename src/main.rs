@@ -12,11 +12,6 @@ use claimrules::testing::{
     color_enabled, render_json, render_junit, render_text, NamespaceMode, SuiteOptions, TestSuite,
 };
 
-// mimalloc instead of glibc malloc: the token endpoint allocates and frees many small objects
-// across threads (hyper, serde_json, rhai); measured in the commit that chose it.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
 

@@ -45,10 +45,6 @@ const QUEUE: usize = 4096;
 /// Read-only connections.
 const READERS: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Database pages are read through a memory map instead of `pread` into SQLite's own 2 MiB page
-/// cache: codes and grants are looked up at random, and a cache miss then costs no syscall and no
-/// copy (the WAL is still read with `pread`). Address space only; the pages are the OS's cache.
-const MMAP_SIZE: &str = "268435456";
 
 type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 /// Called once the batch's transaction ended: `None` after a successful commit, else the error
@@ -124,16 +120,14 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            .pragma("mmap_size", MMAP_SIZE);
+            .foreign_keys(true);
         let mut writer = writer_options.connect().await.map_err(db)?;
         migrate(&mut writer).await?;
 
         let read_options = options
             .read_only(true)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            .pragma("mmap_size", MMAP_SIZE);
+            .foreign_keys(true);
         let read = SqlitePoolOptions::new()
             .max_connections(READERS)
             .min_connections(0)
