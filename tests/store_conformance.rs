@@ -184,10 +184,12 @@ async fn code_single_use(db: &TestDb) {
     ));
 }
 
-async fn concurrent_code_redemption(db: &TestDb) {
+/// Redeems one code from 16 tasks at once, through `redeem_code` or (with `early`) through
+/// `redeem_code_early` waiting for each commit; asserts exactly one winner.
+async fn race_redemptions(db: &TestDb, code: &'static str, early: bool) {
     const N: usize = 16;
     db.store
-        .put_code("race", &grant("auth0|r"), NOW + 60)
+        .put_code(code, &grant("auth0|r"), NOW + 60)
         .await
         .unwrap();
     let barrier = Arc::new(Barrier::new(N));
@@ -196,7 +198,12 @@ async fn concurrent_code_redemption(db: &TestDb) {
             let (s, b) = (db.store.clone(), barrier.clone());
             tokio::spawn(async move {
                 b.wait().await;
-                s.redeem_code("race", NOW).await.unwrap()
+                if !early {
+                    return s.redeem_code(code, NOW).await.unwrap();
+                }
+                let (answer, committed) = s.redeem_code_early(code, NOW).await;
+                committed.wait().await.unwrap();
+                answer.unwrap()
             })
         })
         .collect();
@@ -212,6 +219,10 @@ async fn concurrent_code_redemption(db: &TestDb) {
         }
     }
     assert_eq!(redeemed, 1, "exactly one concurrent redemption succeeds");
+}
+
+async fn concurrent_code_redemption(db: &TestDb) {
+    race_redemptions(db, "race", false).await;
 }
 
 async fn code_expiry(db: &TestDb) {
@@ -677,35 +688,7 @@ async fn newer_schema_refused(db: &TestDb) {
 
 /// The early answer of `redeem_code_early` keeps single use, and its commit resolves.
 async fn early_redemption(db: &TestDb) {
-    const N: usize = 16;
-    db.store
-        .put_code("early", &grant("auth0|e"), NOW + 60)
-        .await
-        .unwrap();
-    let barrier = Arc::new(Barrier::new(N));
-    let tasks: Vec<_> = (0..N)
-        .map(|_| {
-            let (s, b) = (db.store.clone(), barrier.clone());
-            tokio::spawn(async move {
-                b.wait().await;
-                let (answer, committed) = s.redeem_code_early("early", NOW).await;
-                committed.wait().await.unwrap();
-                answer.unwrap()
-            })
-        })
-        .collect();
-    let mut redeemed = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            CodeRedemption::Redeemed(g) => {
-                assert_eq!(g, grant("auth0|e"));
-                redeemed += 1;
-            }
-            CodeRedemption::Replayed { family: None } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    assert_eq!(redeemed, 1, "exactly one early redemption succeeds");
+    race_redemptions(db, "early", true).await;
     // Once committed, the redemption is what every later caller sees.
     assert_eq!(
         db.store.redeem_code("early", NOW).await.unwrap(),
