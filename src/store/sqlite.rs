@@ -10,7 +10,9 @@
 //! once — group commit. A write that fails on its own (a duplicate key, an unknown row) leaves the
 //! others intact: each write is one statement, or undoes its own partial change (a savepoint or a
 //! compensating statement); any other failure rolls the whole batch back and fails all of it. Every caller gets its answer only after that commit returned, so durability is
-//! unchanged while concurrent writes share one fsync. Reads use a small pool of read-only
+//! unchanged while concurrent writes share one fsync. (The one exception, `redeem_code_early`,
+//! hands its answer over before the commit together with a [`Committed`] to wait on, so the token
+//! endpoint signs while the fsync runs and still answers only after it.) Reads use a small pool of read-only
 //! connections.
 
 use std::collections::VecDeque;
