@@ -35,6 +35,47 @@ use serde_json::{json, Map, Value};
 
 use crate::issuer::{unix_now, Protocol};
 
+/// The conversions shared by [`User`] and [`Context`]: from a JSON object that has the string
+/// field `$field` (or a `Value` holding one), and back to a map or a value.
+macro_rules! json_object_conversions {
+    ($ty:ident, $object:literal, $field:literal) => {
+        impl TryFrom<Map<String, Value>> for $ty {
+            type Error = ModelError;
+            fn try_from(fields: Map<String, Value>) -> Result<$ty, ModelError> {
+                if !fields.get($field).is_some_and(Value::is_string) {
+                    return Err(ModelError::MissingField {
+                        object: $object,
+                        field: $field,
+                    });
+                }
+                Ok($ty { fields })
+            }
+        }
+
+        impl TryFrom<Value> for $ty {
+            type Error = ModelError;
+            fn try_from(value: Value) -> Result<$ty, ModelError> {
+                match value {
+                    Value::Object(m) => $ty::try_from(m),
+                    _ => Err(ModelError::NotAnObject($object)),
+                }
+            }
+        }
+
+        impl From<$ty> for Map<String, Value> {
+            fn from(v: $ty) -> Map<String, Value> {
+                v.fields
+            }
+        }
+
+        impl From<$ty> for Value {
+            fn from(v: $ty) -> Value {
+                v.into_value()
+            }
+        }
+    };
+}
+
 /// Why a JSON value is not a usable user or context.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
@@ -192,40 +233,7 @@ fn object_or_empty(v: Value) -> Value {
     }
 }
 
-impl TryFrom<Map<String, Value>> for User {
-    type Error = ModelError;
-    fn try_from(fields: Map<String, Value>) -> Result<User, ModelError> {
-        if !fields.get("user_id").is_some_and(Value::is_string) {
-            return Err(ModelError::MissingField {
-                object: "user",
-                field: "user_id",
-            });
-        }
-        Ok(User { fields })
-    }
-}
-
-impl TryFrom<Value> for User {
-    type Error = ModelError;
-    fn try_from(value: Value) -> Result<User, ModelError> {
-        match value {
-            Value::Object(m) => User::try_from(m),
-            _ => Err(ModelError::NotAnObject("user")),
-        }
-    }
-}
-
-impl From<User> for Map<String, Value> {
-    fn from(u: User) -> Map<String, Value> {
-        u.fields
-    }
-}
-
-impl From<User> for Value {
-    fn from(u: User) -> Value {
-        u.into_value()
-    }
-}
+json_object_conversions!(User, "user", "user_id");
 
 /// An Auth0-shaped rule `context` (DESIGN §2), built the way the token server builds it.
 ///
@@ -429,40 +437,7 @@ impl Context {
     }
 }
 
-impl TryFrom<Map<String, Value>> for Context {
-    type Error = ModelError;
-    fn try_from(fields: Map<String, Value>) -> Result<Context, ModelError> {
-        if !fields.get("clientID").is_some_and(Value::is_string) {
-            return Err(ModelError::MissingField {
-                object: "context",
-                field: "clientID",
-            });
-        }
-        Ok(Context { fields })
-    }
-}
-
-impl TryFrom<Value> for Context {
-    type Error = ModelError;
-    fn try_from(value: Value) -> Result<Context, ModelError> {
-        match value {
-            Value::Object(m) => Context::try_from(m),
-            _ => Err(ModelError::NotAnObject("context")),
-        }
-    }
-}
-
-impl From<Context> for Map<String, Value> {
-    fn from(c: Context) -> Map<String, Value> {
-        c.fields
-    }
-}
-
-impl From<Context> for Value {
-    fn from(c: Context) -> Value {
-        c.into_value()
-    }
-}
+json_object_conversions!(Context, "context", "clientID");
 
 #[cfg(test)]
 mod tests {
