@@ -159,17 +159,7 @@ async fn consent_deny_redirects_with_access_denied() {
         .await
         .unwrap();
     let html = page.text().await.unwrap();
-    let res = b
-        .post(s.url("/login"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("username", "alice"),
-            ("password", ALICE.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(&b, &s.url("/login"), &html, ("alice", ALICE.1)).await;
     let res = consent_if_asked(&s, &b, res, "deny").await;
     assert_eq!(res.status(), 303);
     let p = location_params(&res);

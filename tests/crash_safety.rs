@@ -94,29 +94,10 @@ async fn logged_in(base: &str) -> reqwest::Client {
         .text()
         .await
         .unwrap();
-    let res = b
-        .post(format!("{base}/login"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("username", ALICE.0),
-            ("password", ALICE.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(&b, &format!("{base}/login"), &html, ALICE).await;
     assert_eq!(res.status(), 200, "consent page");
     let html = res.text().await.unwrap();
-    let res = b
-        .post(format!("{base}/consent"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("decision", "allow"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_consent(&b, &format!("{base}/consent"), &html, "allow").await;
     assert_eq!(res.status(), 303);
     b
 }

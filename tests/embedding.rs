@@ -303,17 +303,7 @@ async fn host_app_nests_the_server_under_a_prefix_and_login_works() {
     let html = page.text().await.unwrap();
     let action = form_action(&html);
     assert_eq!(action, "/auth/login");
-    let res = b
-        .post(format!("{base}{action}"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("username", ALICE.0),
-            ("password", ALICE.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(&b, &format!("{base}{action}"), &html, ALICE).await;
     assert_eq!(res.status(), 200, "consent page after login");
     // The session cookie stays under the prefix: the host app's own routes never see it.
     let session = res
@@ -328,16 +318,7 @@ async fn host_app_nests_the_server_under_a_prefix_and_login_works() {
     let html = res.text().await.unwrap();
     let action = form_action(&html);
     assert_eq!(action, "/auth/consent");
-    let res = b
-        .post(format!("{base}{action}"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("decision", "allow"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_consent(&b, &format!("{base}{action}"), &html, "allow").await;
     assert_eq!(res.status(), 303);
     let p = location_params(&res);
     assert_eq!(param(&p, "iss").as_deref(), Some(issuer.as_str()));

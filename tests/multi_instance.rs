@@ -97,17 +97,7 @@ async fn code_at(base: &str, client: &reqwest::Client, scope: &str) -> reqwest::
         return res;
     }
     let html = res.text().await.unwrap();
-    let res = client
-        .post(format!("{base}/login"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("username", ALICE.0),
-            ("password", ALICE.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(client, &format!("{base}/login"), &html, ALICE).await;
     if res.status() != 200 {
         return res;
     }

@@ -164,17 +164,7 @@ async fn every_authorization_response_carries_iss() {
         .await
         .unwrap();
     let html = res.text().await.unwrap();
-    let res = b
-        .post(s.url("/login"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("username", BOB.0),
-            ("password", BOB.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(&b, &s.url("/login"), &html, BOB).await;
     let res = consent_if_asked(&s, &b, res, "deny").await;
     assert_eq!(error_of(&res).as_deref(), Some("access_denied"));
     assert_eq!(
@@ -432,17 +422,7 @@ async fn login_from(s: &TestServer, ip: &str, user: (&str, &str)) -> u16 {
         .text()
         .await
         .unwrap();
-    let res = b
-        .post(s.url("/login"))
-        .form(&[
-            ("authz", hidden(&html, "authz").unwrap().as_str()),
-            ("csrf", hidden(&html, "csrf").unwrap().as_str()),
-            ("username", user.0),
-            ("password", user.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(&b, &s.url("/login"), &html, user).await;
     let status = res.status().as_u16();
     if status == 429 {
         let text = res.text().await.unwrap();

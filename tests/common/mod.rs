@@ -233,6 +233,46 @@ pub fn param(params: &[(String, String)], k: &str) -> Option<String> {
     params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }
 
+/// Posts the form of the page `html` to `url`: its hidden `authz` and `csrf` fields plus `fields`.
+pub async fn submit_form(
+    client: &reqwest::Client,
+    url: &str,
+    html: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let authz = hidden(html, "authz").expect("authz field");
+    let csrf = hidden(html, "csrf").expect("csrf field");
+    let mut form = vec![("authz", authz.as_str()), ("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    client.post(url).form(&form).send().await.unwrap()
+}
+
+/// Posts the login form of the page `html` to `url` as `user`.
+pub async fn submit_login(
+    client: &reqwest::Client,
+    url: &str,
+    html: &str,
+    user: (&str, &str),
+) -> reqwest::Response {
+    submit_form(
+        client,
+        url,
+        html,
+        &[("username", user.0), ("password", user.1)],
+    )
+    .await
+}
+
+/// Posts the consent form of the page `html` to `url` with `decision`.
+pub async fn submit_consent(
+    client: &reqwest::Client,
+    url: &str,
+    html: &str,
+    decision: &str,
+) -> reqwest::Response {
+    submit_form(client, url, html, &[("decision", decision)]).await
+}
+
 /// Runs login (+ consent when asked) in `client` and returns the final redirect response.
 pub async fn login_and_consent(
     server: &TestServer,
@@ -250,19 +290,7 @@ pub async fn login_and_consent(
     }
     assert_eq!(res.status(), 200, "login page expected");
     let html = res.text().await.unwrap();
-    let authz = hidden(&html, "authz").expect("authz field");
-    let csrf = hidden(&html, "csrf").expect("csrf field");
-    let res = client
-        .post(server.url("/login"))
-        .form(&[
-            ("authz", authz.as_str()),
-            ("csrf", csrf.as_str()),
-            ("username", user.0),
-            ("password", user.1),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = submit_login(client, &server.url("/login"), &html, user).await;
     consent_if_asked(server, client, res, "allow").await
 }
 
@@ -281,18 +309,7 @@ pub async fn consent_if_asked(
         html.contains("action=\"/consent\""),
         "consent page expected: {html}"
     );
-    let authz = hidden(&html, "authz").unwrap();
-    let csrf = hidden(&html, "csrf").unwrap();
-    client
-        .post(server.url("/consent"))
-        .form(&[
-            ("authz", authz.as_str()),
-            ("csrf", csrf.as_str()),
-            ("decision", decision),
-        ])
-        .send()
-        .await
-        .unwrap()
+    submit_consent(client, &server.url("/consent"), &html, decision).await
 }
 
 /// Full flow to a code.
