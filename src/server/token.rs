@@ -321,11 +321,9 @@ async fn redeemed(
         CodeRedemption::Expired => {
             return Err(TokenError::invalid_grant("the authorization code expired"))
         }
-        CodeRedemption::Replayed { family } => {
-            // RFC 6749 §4.1.2: a reused code revokes what was issued from it.
-            if let Some(f) = family {
-                state.store.revoke_family(&f).await.map_err(store_failed)?;
-            }
+        CodeRedemption::Replayed { .. } => {
+            // RFC 6749 §4.1.2: a reused code revokes what was issued from it; the store did so
+            // in the redemption's own transaction.
             tracing::warn!(client_id = %client.client_id, "authorization code replayed; its grant is revoked");
             return Err(TokenError::invalid_grant(
                 "the authorization code was already used",
