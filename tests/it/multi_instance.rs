@@ -5,7 +5,7 @@
 //! Needs PostgreSQL: `CLAIMRULES_TEST_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test.
 //! When it is unreachable these tests FAIL with a message saying so; they never skip.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

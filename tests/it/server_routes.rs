@@ -1,7 +1,7 @@
 //! The served router includes the token hooks and the rules status next to the OAuth endpoints,
 //! and hot reload reaches the token endpoint.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

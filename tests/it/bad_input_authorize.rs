@@ -5,7 +5,7 @@
 //! else. Each row is sent twice: as `GET /authorize` and as the `authz` field of a `POST /login`
 //! with a valid CSRF token and the right password (the forms re-validate the request).
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -5,7 +5,7 @@
 //! client hold at most `RULE_RUNS_PER_CLIENT` blocking threads, so 12 concurrent looping logins
 //! cannot fill the pool. Latencies are measured and printed (`--nocapture`), not asserted.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! credentials, malformed or mistyped bodies and oversized bodies each get their 4xx JSON error,
 //! never a 5xx and never claims or patch commands.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

@@ -1,6 +1,6 @@
 //! The authorization endpoint with login and consent, driven over HTTP by a cookie-keeping client.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

@@ -1,6 +1,5 @@
 //! Shared helpers of the server integration tests: a real server on a random loopback port,
 //! driven by a real HTTP client.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -111,8 +110,6 @@ app_metadata = {{ roles = ["viewer"], plan = "free" }}
 /// A running server.
 pub struct TestServer {
     pub base: String,
-    pub addr: SocketAddr,
-    pub dir: PathBuf,
     handle: tokio::task::JoinHandle<()>,
     pub state: std::sync::Arc<claimrules::server::AppState>,
 }
@@ -148,8 +145,6 @@ impl TestServer {
         });
         TestServer {
             base: format!("http://{addr}"),
-            addr,
-            dir: dir.to_path_buf(),
             handle,
             state,
         }

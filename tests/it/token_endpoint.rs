@@ -1,7 +1,7 @@
 //! The token endpoint over real HTTP: code exchange, refresh rotation, PKCE, replay, restart
 //! persistence, key roll-over, and the RFC 6749 §5.2 error table.
 
-mod common;
+use crate::common;
 
 use claimrules::issuer::verify::{verify, VerifyOptions};
 use common::*;

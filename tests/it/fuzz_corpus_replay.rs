@@ -3,8 +3,7 @@
 //! each target further. `FUZZ_ITERATIONS` raises the number of mutated inputs per target
 //! (default 1500, a third of it for `rules_load`); `FUZZ_SEED` changes the seed.
 
-#[path = "../fuzz/targets.rs"]
-mod targets;
+use crate::fuzz_targets as targets;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! flexibility for native clients only, RFC 8252 §7.3), uncacheable token responses, framing and
 //! referrer protection on every HTML page, and login throttling that cannot lock a user out.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! verify, and a host app serves the claimrules endpoints nested under a prefix with a working
 //! login.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

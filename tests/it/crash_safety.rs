@@ -9,7 +9,7 @@
 //! needs PostgreSQL (`CLAIMRULES_TEST_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test)
 //! and fails, never skips, when it is unreachable.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! 6749 §5.2 JSON error with the right status (`invalid_client` 401 with `WWW-Authenticate` when
 //! the client tried HTTP Basic), `Cache-Control: no-store`, never a 5xx and never a token.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use common::*;

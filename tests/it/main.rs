@@ -1,0 +1,32 @@
+//! The integration tests: one binary (one link of the whole dependency graph), one module per
+//! capability. `common` holds the shared helpers: a real server on a random loopback port and
+//! a real HTTP client.
+
+mod common;
+#[path = "../../fuzz/targets.rs"]
+mod fuzz_targets;
+
+mod authorize_flow;
+mod bad_input_authorize;
+mod bad_input_hooks;
+mod bad_input_token;
+mod cli_run_check;
+mod crash_safety;
+mod deny_and_errors;
+mod embedding;
+mod fuzz_corpus_replay;
+mod hooks_hydra;
+mod hooks_okta;
+mod hot_reload;
+mod multi_instance;
+mod namespace_rule;
+mod rules_cannot_starve;
+mod rules_loading;
+mod sandbox_limits;
+mod scope_rewrite;
+mod security_bcp;
+mod serve_cli;
+mod server_routes;
+mod store_conformance;
+mod test_runner;
+mod token_endpoint;
