@@ -245,7 +245,7 @@ fn serve(opts: claimrules::serve::ServeOptions) -> ExitCode {
     // (every extra thread costs a stack and a malloc arena) and the 2 workers free for I/O.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(8)
+        .max_blocking_threads(80)
         .build()
     {
         Ok(r) => r,

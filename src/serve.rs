@@ -75,6 +75,7 @@ pub fn rule_options(config: &Config) -> RuleSetOptions {
             reserved_hosts: reserved,
             ..Default::default()
         },
+        ..Default::default()
     }
 }
 

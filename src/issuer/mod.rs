@@ -93,6 +93,9 @@ pub struct RuleClaims {
     pub scope_changed: bool,
     /// The rule-set version that produced these claims.
     pub rules_version: u64,
+    /// Metadata updates the rules asked the host to persist.
+    #[serde(default, skip_serializing_if = "crate::rules::MetadataUpdates::is_empty")]
+    pub metadata: crate::rules::MetadataUpdates,
 }
 
 /// Signed tokens.
@@ -230,8 +233,28 @@ impl Issuer {
         req: &TokenRequest<'_>,
         context: impl Into<Value>,
     ) -> Result<RuleClaims, RuleError> {
+        self.run_rules_traced(req, context).0
+    }
+
+    /// Runs the rules like [`Issuer::run_rules_with_context`] and also returns the metadata
+    /// updates to persist, which a denial keeps (as on Auth0, a rule may record a refused
+    /// attempt) and any other failure drops.
+    pub fn run_rules_traced(
+        &self,
+        req: &TokenRequest<'_>,
+        context: impl Into<Value>,
+    ) -> (Result<RuleClaims, RuleError>, crate::rules::MetadataUpdates) {
         let loaded = self.rules.current();
-        let outcome: Outcome = loaded.set.run(req.user.clone(), context.into())?;
+        let trace = loaded.set.run_with(
+            req.user.clone(),
+            context.into(),
+            &crate::rules::RunOptions::default(),
+        );
+        let metadata = trace.metadata;
+        let outcome: Outcome = match trace.result {
+            Ok(o) => o,
+            Err(e) => return (Err(e), metadata),
+        };
         for w in &outcome.warnings {
             tracing::warn!(rules_version = loaded.version, "{w}");
         }
@@ -243,14 +266,18 @@ impl Issuer {
             }
             None => (base, false),
         };
-        Ok(RuleClaims {
-            user: outcome.user,
-            access_token: outcome.access_token,
-            id_token: outcome.id_token,
-            scope,
-            scope_changed,
-            rules_version: loaded.version,
-        })
+        (
+            Ok(RuleClaims {
+                user: outcome.user,
+                access_token: outcome.access_token,
+                id_token: outcome.id_token,
+                scope,
+                scope_changed,
+                rules_version: loaded.version,
+                metadata: metadata.clone(),
+            }),
+            metadata,
+        )
     }
 
     /// Runs the rules and signs the tokens.

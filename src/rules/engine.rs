@@ -13,7 +13,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use regex::Regex;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
 
-use super::SandboxLimits;
+use serde_json::{Map, Value};
+
+use super::{MetadataUpdates, SandboxLimits};
+
+/// Most modules one rule may import.
+const MAX_IMPORTS: usize = 32;
 
 /// Why the engine stopped a run from outside the script's own control flow.
 ///
@@ -50,12 +55,39 @@ pub(crate) struct RunState {
     pub logs: Vec<String>,
     pub reserved_hosts: Arc<Vec<String>>,
     pub stop: Option<Stop>,
+    /// Outbound HTTP calls made so far in this pipeline run (for `[http] max_calls`).
+    pub http_calls: u32,
+    /// Messages of the catchable errors helpers raised (see [`helper_error`]).
+    pub helper_errors: Vec<String>,
+    /// Every metadata update of the run, merged (what the host persists).
+    pub metadata: MetadataUpdates,
+    /// Updates not yet merged into the scope's `user` (done after each rule).
+    pub pending: MetadataUpdates,
+    /// `user.app_metadata` and `user.user_metadata` as the run started, for the size cap.
+    pub base_metadata: [Map<String, Value>; 2],
+}
+
+/// Largest JSON size of a user's `app_metadata` or `user_metadata` after an update.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+/// What a rule set's engine holds beyond its limits.
+#[derive(Clone, Default)]
+pub(crate) struct EngineParts {
+    /// The set's cache (`cache_get` / `cache_set`).
+    pub cache: Arc<super::cache::Cache>,
+    /// Modules under `lib/` that rules may `import`.
+    pub lib: Option<Arc<super::modules::LibResolver>>,
+    /// The client of `http_get` and friends; `None` when `[http]` allows no host.
+    pub http: Option<Arc<super::http::HttpClient>>,
 }
 
 thread_local! {
     static RUN: RefCell<Option<RunState>> = const { RefCell::new(None) };
     /// Set with `RunState::stop`; a `Cell` so the per-operation check stays cheap.
     static HALTED: Cell<bool> = const { Cell::new(false) };
+    /// Metadata updates wait to be merged into the scope's `user` (checked on every variable
+    /// read, so a `Cell`).
+    static PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Records why the run stops (the first reason wins); returns the value to terminate with.
@@ -78,7 +110,12 @@ fn halt(stop: Stop, pos: Position) -> Box<EvalAltResult> {
 pub(crate) struct RunGuard;
 
 impl RunGuard {
-    pub(crate) fn install(budget: Duration, now: Option<i64>, reserved: Arc<Vec<String>>) -> Self {
+    pub(crate) fn install(
+        budget: Duration,
+        now: Option<i64>,
+        reserved: Arc<Vec<String>>,
+        base_metadata: [Map<String, Value>; 2],
+    ) -> Self {
         RUN.with(|r| {
             *r.borrow_mut() = Some(RunState {
                 deadline: Instant::now() + budget,
@@ -86,9 +123,15 @@ impl RunGuard {
                 logs: Vec::new(),
                 reserved_hosts: reserved,
                 stop: None,
+                http_calls: 0,
+                helper_errors: Vec::new(),
+                metadata: MetadataUpdates::default(),
+                pending: MetadataUpdates::default(),
+                base_metadata,
             })
         });
         HALTED.with(|h| h.set(false));
+        PENDING.with(|p| p.set(false));
         RunGuard
     }
 
@@ -96,6 +139,21 @@ impl RunGuard {
     pub(crate) fn take_stop(&self) -> Option<Stop> {
         HALTED.with(|h| h.set(false));
         RUN.with(|r| r.borrow_mut().as_mut().and_then(|s| s.stop.take()))
+    }
+
+    /// Takes the metadata updates made since the last call (to merge into the scope's `user`).
+    pub(crate) fn take_pending_metadata(&self) -> MetadataUpdates {
+        take_pending()
+    }
+
+    /// Every metadata update of the run so far.
+    pub(crate) fn metadata(&self) -> MetadataUpdates {
+        RUN.with(|r| {
+            r.borrow()
+                .as_ref()
+                .map(|s| s.metadata.clone())
+                .unwrap_or_default()
+        })
     }
 
     /// Takes the log lines captured since the last call.
@@ -116,6 +174,17 @@ impl Drop for RunGuard {
     }
 }
 
+/// Takes the metadata updates not yet merged into the scope's `user`.
+fn take_pending() -> MetadataUpdates {
+    PENDING.with(|p| p.set(false));
+    RUN.with(|r| {
+        r.borrow_mut()
+            .as_mut()
+            .map(|s| std::mem::take(&mut s.pending))
+            .unwrap_or_default()
+    })
+}
+
 fn push_log(line: String) {
     RUN.with(|r| {
         if let Some(s) = r.borrow_mut().as_mut() {
@@ -125,6 +194,114 @@ fn push_log(line: String) {
             }
         }
     });
+}
+
+/// A catchable error of a helper (bad input, a refused or failed HTTP call): the rule's
+/// `try`/`catch` gets `message` as the thrown value; uncaught, it fails the run as a script
+/// error (`server_error`), not as a denial, because [`is_helper_error`] recognizes it.
+pub(crate) fn helper_error(pos: Position, message: impl Into<String>) -> Box<EvalAltResult> {
+    let message = message.into();
+    RUN.with(|r| {
+        if let Some(s) = r.borrow_mut().as_mut() {
+            // Bounded like the logs: a rule that fails a helper in a loop must not grow memory.
+            if s.helper_errors.len() < 64 {
+                s.helper_errors.push(message.clone());
+            }
+        }
+    });
+    Box::new(EvalAltResult::ErrorRuntime(message.into(), pos))
+}
+
+/// Whether a thrown value is a helper error raised in this run (rather than a rule's own
+/// `throw`, which is a denial).
+pub(crate) fn is_helper_error(value: &Dynamic) -> bool {
+    let Some(text) = value.read_lock::<rhai::ImmutableString>() else {
+        return false;
+    };
+    RUN.with(|r| {
+        r.borrow()
+            .as_ref()
+            .is_some_and(|s| s.helper_errors.iter().any(|m| m.as_str() == text.as_str()))
+    })
+}
+
+/// `value` as JSON when it has a JSON form (no deeper than the claims' limit); else what is
+/// wrong with it.
+pub(crate) fn to_json_value(value: &Dynamic) -> Result<Value, String> {
+    super::json_shape(value, super::MAX_CLAIM_DEPTH)?;
+    rhai::serde::from_dynamic(value).map_err(|e| e.to_string())
+}
+
+/// `update_app_metadata(map)` / `update_user_metadata(map)`: records the update for the host
+/// to persist and for the scope's `user` (merged after the rule), refusing one that is not a
+/// map or that would make the metadata larger than [`MAX_METADATA_BYTES`].
+fn update_metadata(
+    ctx: &NativeCallContext,
+    which: usize,
+    update: &Dynamic,
+) -> Result<(), Box<EvalAltResult>> {
+    let name = ["update_app_metadata", "update_user_metadata"][which];
+    let pos = ctx.call_position();
+    if !update.is_map() {
+        return Err(helper_error(
+            pos,
+            format!("{name}: expects a map, got {}", update.type_name()),
+        ));
+    }
+    let Value::Object(patch) =
+        to_json_value(update).map_err(|what| helper_error(pos, format!("{name}: the map {what}")))?
+    else {
+        return Err(helper_error(pos, format!("{name}: expects a map")));
+    };
+    let refused = RUN.with(|r| {
+        let mut r = r.borrow_mut();
+        let s = r.as_mut()?;
+        let mut total = s.metadata.get(which).cloned().unwrap_or_default();
+        super::merge_metadata(&mut total, &patch, true);
+        let mut result = s.base_metadata[which].clone();
+        super::merge_metadata(&mut result, &total, false);
+        let size = serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len());
+        if size > MAX_METADATA_BYTES {
+            return Some(format!(
+                "{name}: the metadata would be {size} bytes of JSON, over the limit of {MAX_METADATA_BYTES}"
+            ));
+        }
+        s.metadata.set(which, total);
+        let mut pending = s.pending.get(which).cloned().unwrap_or_default();
+        super::merge_metadata(&mut pending, &patch, true);
+        s.pending.set(which, pending);
+        PENDING.with(|p| p.set(true));
+        None
+    });
+    match refused {
+        Some(message) => Err(helper_error(pos, message)),
+        None => Ok(()),
+    }
+}
+
+/// Time left of the pipeline's wall-clock budget; `None` outside a run (e.g. while a module
+/// under `lib/` is evaluated at load time).
+pub(crate) fn time_left() -> Option<Duration> {
+    RUN.with(|r| {
+        r.borrow()
+            .as_ref()
+            .map(|s| s.deadline.saturating_duration_since(Instant::now()))
+    })
+}
+
+/// Stops the run because its wall-clock budget ran out (not catchable).
+pub(crate) fn deadline_passed(pos: Position) -> Box<EvalAltResult> {
+    halt(Stop::Deadline, pos)
+}
+
+/// Counts one outbound HTTP call of this run and returns how many were made, this one included.
+pub(crate) fn count_http_call() -> u32 {
+    RUN.with(|r| {
+        r.borrow_mut().as_mut().map_or(1, |s| {
+            s.http_calls = s.http_calls.saturating_add(1);
+            s.http_calls
+        })
+    })
 }
 
 fn terminate(value: Dynamic, pos: Position) -> Box<EvalAltResult> {
@@ -178,7 +355,7 @@ fn log_text(value: &Dynamic) -> String {
 
 /// Builds the sandboxed engine with every limit set explicitly (rhai's defaults differ between
 /// debug and release builds) and the rule helpers registered.
-pub(crate) fn build(limits: &SandboxLimits) -> Engine {
+pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
     let mut engine = Engine::new_raw();
     engine.register_global_module(rhai::packages::Package::as_shared_module(
         &rhai::packages::StandardPackage::new(),
@@ -192,12 +369,20 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
         .set_max_map_size(limits.max_map_size)
         .set_max_variables(limits.max_variables)
         .set_max_functions(limits.max_functions)
-        .set_max_modules(0)
+        .set_max_modules(MAX_IMPORTS)
         .set_strict_variables(true)
         .set_fail_on_invalid_map_property(false);
-    // `new_raw` has no module resolver, and these symbols are refused at compile time anyway.
-    engine.disable_symbol("import");
+    // `new_raw` has no module resolver: `import` reaches only the set's `lib/` modules, through
+    // a resolver that refuses every other path; `eval` is refused at compile time.
     engine.disable_symbol("eval");
+    match &parts.lib {
+        Some(lib) => {
+            engine.set_module_resolver(super::modules::Resolver(lib.clone()));
+        }
+        None => {
+            engine.set_module_resolver(super::modules::Resolver::default());
+        }
+    }
 
     engine.on_progress(|ops| {
         if HALTED.with(Cell::get) {
@@ -221,6 +406,16 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
             return Some(record_stop(Stop::Deadline));
         }
         None
+    });
+    // A rule that reads `user` after `update_app_metadata` sees the update at once, as a
+    // JavaScript rule sees the object it passed: pending updates are merged into the scope's
+    // `user` when the variable is next read.
+    engine.on_var(|name, _, mut ctx| {
+        if name == "user" && PENDING.with(Cell::get) {
+            let pending = take_pending();
+            super::merge_into_scope_user(ctx.scope_mut(), &pending);
+        }
+        Ok(None)
     });
     engine.on_print(|s| push_log(s.to_owned()));
     engine.on_debug(|s, _, _| push_log(s.to_owned()));
@@ -277,6 +472,17 @@ pub(crate) fn build(limits: &SandboxLimits) -> Engine {
                     .unwrap_or(0)
             })
     });
+    super::helpers::register(&mut engine);
+    super::cache::register(&mut engine, parts.cache.clone());
+    super::http::register(&mut engine, parts.http.clone());
+    engine.register_fn(
+        "update_app_metadata",
+        |ctx: NativeCallContext, update: Dynamic| update_metadata(&ctx, 0, &update),
+    );
+    engine.register_fn(
+        "update_user_metadata",
+        |ctx: NativeCallContext, update: Dynamic| update_metadata(&ctx, 1, &update),
+    );
     engine.register_fn("is_namespaced", |key: &str| -> bool {
         let reserved = RUN.with(|r| r.borrow().as_ref().map(|s| s.reserved_hosts.clone()));
         crate::claims::is_namespaced(key, reserved.as_deref().map_or(&[], |v| v.as_slice()))

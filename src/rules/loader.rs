@@ -1,10 +1,14 @@
-//! Reading a rules folder: `rules.toml` (order, `enabled`, `[configuration]`) or, without it,
-//! every `*.rhai` file in file-name order.
+//! Reading a rules folder: `rules.toml` (order, `enabled`, `[configuration]`,
+//! `configuration_env`, `[http]`, `[cache]`) or, without it, every `*.rhai` file in file-name
+//! order; and the modules under `lib/`, which are imported by rules, never run as rules.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::cache::CacheConfig;
+use super::http::HttpConfig;
+use super::modules::LibSource;
 use super::LoadError;
 
 /// `rules/rules.toml`.
@@ -13,6 +17,11 @@ use super::LoadError;
 struct Manifest {
     #[serde(default)]
     configuration: toml::Table,
+    /// Configuration keys read from environment variables: `KEY = "ENV_VAR"`.
+    #[serde(default)]
+    configuration_env: std::collections::BTreeMap<String, String>,
+    http: Option<HttpConfig>,
+    cache: Option<CacheConfig>,
     #[serde(default)]
     rule: Vec<ManifestRule>,
 }
@@ -44,12 +53,20 @@ pub struct RuleSource {
 }
 
 /// Everything a rules folder describes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FolderContents {
     /// Rules in run order, disabled ones included.
     pub rules: Vec<RuleSource>,
-    /// The `[configuration]` table as JSON.
+    /// The `[configuration]` table as JSON, with the `configuration_env` values read.
     pub configuration: serde_json::Value,
+    /// The folder, when read from one (relative paths such as `[http] ca_file` start there).
+    pub dir: Option<PathBuf>,
+    /// The `[http]` table.
+    pub http: Option<HttpConfig>,
+    /// The `[cache]` table.
+    pub cache: Option<CacheConfig>,
+    /// The modules under `lib/`.
+    pub lib: Vec<LibSource>,
 }
 
 /// Reads a rules folder without compiling anything.
@@ -64,11 +81,30 @@ pub fn read_folder(dir: &Path) -> Result<FolderContents, LoadError> {
             path: manifest_path.clone(),
             message: e.to_string(),
         })?;
-        let configuration =
+        let mut configuration =
             serde_json::to_value(&manifest.configuration).map_err(|e| LoadError::Manifest {
                 path: manifest_path.clone(),
                 message: e.to_string(),
             })?;
+        for (key, var) in &manifest.configuration_env {
+            // A secret need not sit in the file; a missing variable fails the load loudly
+            // rather than letting rules run with an empty key.
+            let value = std::env::var(var).map_err(|_| LoadError::Manifest {
+                path: manifest_path.clone(),
+                message: format!(
+                    "configuration_env.{key}: the environment variable {var:?} is not set (or not UTF-8)"
+                ),
+            })?;
+            if let Some(m) = configuration.as_object_mut() {
+                m.insert(key.clone(), serde_json::Value::String(value));
+            }
+        }
+        let mut http = manifest.http;
+        if let Some(ca) = http.as_mut().and_then(|h| h.ca_file.as_mut()) {
+            if ca.is_relative() {
+                *ca = dir.join(&*ca);
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         let mut rules = Vec::with_capacity(manifest.rule.len());
         for r in manifest.rule {
@@ -91,6 +127,10 @@ pub fn read_folder(dir: &Path) -> Result<FolderContents, LoadError> {
         return Ok(FolderContents {
             rules,
             configuration,
+            dir: Some(dir.to_path_buf()),
+            http,
+            cache: manifest.cache,
+            lib: read_lib(dir)?,
         });
     }
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -121,7 +161,69 @@ pub fn read_folder(dir: &Path) -> Result<FolderContents, LoadError> {
     Ok(FolderContents {
         rules,
         configuration: serde_json::Value::Object(Default::default()),
+        dir: Some(dir.to_path_buf()),
+        lib: read_lib(dir)?,
+        ..Default::default()
     })
+}
+
+/// Every `*.rhai` file under `dir/lib/`, as importable modules. A symlink (file or folder)
+/// that resolves outside the rules folder is refused: modules come from the folder only.
+fn read_lib(dir: &Path) -> Result<Vec<LibSource>, LoadError> {
+    let lib = dir.join("lib");
+    if !lib.exists() {
+        return Ok(Vec::new());
+    }
+    let root = dir.canonicalize().map_err(|e| io_error(dir, &e))?;
+    let mut out = Vec::new();
+    let mut pending = vec![lib];
+    while let Some(folder) = pending.pop() {
+        let real = folder.canonicalize().map_err(|e| io_error(&folder, &e))?;
+        if !real.starts_with(&root) {
+            return Err(outside(&folder));
+        }
+        let entries = std::fs::read_dir(&folder).map_err(|e| io_error(&folder, &e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| io_error(&folder, &e))?.path();
+            let real = path.canonicalize().map_err(|e| io_error(&path, &e))?;
+            if !real.starts_with(&root) {
+                return Err(outside(&path));
+            }
+            if real.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|x| x == "rhai") {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .with_extension("")
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push(LibSource {
+                    import_path: rel,
+                    source: read(&path)?,
+                    path,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.import_path.cmp(&b.import_path));
+    Ok(out)
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> LoadError {
+    LoadError::Io {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn outside(path: &Path) -> LoadError {
+    LoadError::Io {
+        path: path.to_path_buf(),
+        message: "a symlink out of the rules folder; modules must live under rules/lib/".into(),
+    }
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {

@@ -19,8 +19,12 @@
 //! assert_eq!(out.access_token["https://example.com/roles"], json!(["admin"]));
 //! ```
 
+pub mod cache;
 mod engine;
+mod helpers;
+pub mod http;
 mod loader;
+pub mod modules;
 mod stack;
 
 use std::collections::HashMap;
@@ -33,6 +37,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::claims::{self, NamespaceConfig, NamespacePolicy, Refusal, TokenKind};
+pub use engine::MAX_METADATA_BYTES;
 pub use loader::{read_folder, FolderContents, RuleSource};
 
 /// Sandbox limits; every one is set explicitly on the engine.
@@ -84,6 +89,11 @@ pub struct RuleSetOptions {
     pub limits: SandboxLimits,
     /// The namespace rule applied to every outcome.
     pub namespace: NamespaceConfig,
+    /// Outbound HTTP (the `[http]` table of `rules.toml`, which takes precedence); without it,
+    /// or without `allow` entries, `http_get` and friends are helper errors.
+    pub http: Option<http::HttpConfig>,
+    /// Bounds of the set's cache, unless the folder's `[cache]` table says otherwise.
+    pub cache: Option<cache::CacheConfig>,
 }
 
 /// Per-run options.
@@ -249,6 +259,83 @@ impl std::fmt::Display for Warning {
     }
 }
 
+/// Metadata the rules asked to persist (`update_app_metadata` / `update_user_metadata`): the
+/// top-level keys to merge over the user's stored metadata, a `null` value removing the key.
+/// Each field is `None` when no rule updated that metadata.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MetadataUpdates {
+    /// Update of `user.app_metadata`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_metadata: Option<Map<String, Value>>,
+    /// Update of `user.user_metadata`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<Map<String, Value>>,
+}
+
+impl MetadataUpdates {
+    /// Whether no rule updated any metadata.
+    pub fn is_empty(&self) -> bool {
+        self.app_metadata.is_none() && self.user_metadata.is_none()
+    }
+
+    /// Merges these updates over the `app_metadata` / `user_metadata` of a user object.
+    pub fn apply_to(&self, user: &mut Value) {
+        let Some(user) = user.as_object_mut() else {
+            return;
+        };
+        for (field, update) in [
+            ("app_metadata", &self.app_metadata),
+            ("user_metadata", &self.user_metadata),
+        ] {
+            if let Some(update) = update {
+                let slot = user
+                    .entry(field)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(m) = slot {
+                    merge_metadata(m, update, false);
+                }
+            }
+        }
+    }
+
+    /// Merges `later` over these updates (`later` wins key by key).
+    pub fn merge(&mut self, later: &MetadataUpdates) {
+        for (mine, theirs) in [
+            (&mut self.app_metadata, &later.app_metadata),
+            (&mut self.user_metadata, &later.user_metadata),
+        ] {
+            if let Some(theirs) = theirs {
+                merge_metadata(mine.get_or_insert_with(Map::new), theirs, true);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, which: usize) -> Option<&Map<String, Value>> {
+        [&self.app_metadata, &self.user_metadata][which].as_ref()
+    }
+
+    pub(crate) fn set(&mut self, which: usize, map: Map<String, Value>) {
+        *[&mut self.app_metadata, &mut self.user_metadata][which] = Some(map);
+    }
+}
+
+/// Top-level merge of a metadata update, as Auth0's Management API merges `app_metadata`:
+/// each key of `update` replaces the one in `base`; a `null` removes it, unless `keep_nulls`
+/// (merging updates into updates, where the `null` must survive to remove the stored key).
+pub fn merge_metadata(base: &mut Map<String, Value>, update: &Map<String, Value>, keep_nulls: bool) {
+    for (k, v) in update {
+        if v.is_null() && !keep_nulls {
+            base.remove(k);
+        } else {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// The log lines one rule wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleLog {
@@ -273,6 +360,8 @@ pub struct Outcome {
     pub logs: Vec<RuleLog>,
     /// Claims the namespace rule dropped.
     pub warnings: Vec<Warning>,
+    /// Metadata updates for the host to persist.
+    pub metadata: MetadataUpdates,
 }
 
 /// Everything a run produced, success or not (for the test runner and tooling).
@@ -284,6 +373,9 @@ pub struct Trace {
     pub rules_run: Vec<String>,
     /// Log lines of each rule that ran, including the failing one.
     pub logs: Vec<RuleLog>,
+    /// Metadata updates to persist: those of a successful run, and those made before a denial
+    /// (so a rule can count refused attempts, as on Auth0); empty after any other failure.
+    pub metadata: MetadataUpdates,
 }
 
 /// One compiled rule.
@@ -324,6 +416,8 @@ impl CompiledRule {
 /// `RuleSet` is `Send + Sync`; one instance serves concurrent runs.
 pub struct RuleSet {
     engine: Arc<Engine>,
+    cache: Arc<cache::Cache>,
+    http: Option<http::HttpConfig>,
     rules: Vec<Arc<CompiledRule>>,
     configuration: Map<String, Value>,
     /// `configuration` converted once at load: most runs need no per-run conversion.
@@ -378,6 +472,7 @@ impl RuleSet {
             FolderContents {
                 rules,
                 configuration,
+                ..Default::default()
             },
             options,
         )
@@ -386,50 +481,60 @@ impl RuleSet {
     /// Compiles every enabled rule; any error fails the whole set.
     pub fn compile(
         contents: FolderContents,
-        options: RuleSetOptions,
+        mut options: RuleSetOptions,
     ) -> Result<RuleSet, LoadError> {
-        let errors = Self::check(&contents, &options);
+        let manifest_path = contents
+            .dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from("rules.toml"), |d| d.join("rules.toml"));
+        let manifest_error = |message: String| LoadError::Manifest {
+            path: manifest_path.clone(),
+            message,
+        };
+        let http = contents.http.clone().or_else(|| options.http.clone());
+        if let Some(h) = http.as_ref().filter(|h| h.enabled()) {
+            let budget = Duration::from_millis(h.budget_ms.unwrap_or(http::DEFAULT_HTTP_BUDGET_MS));
+            options.limits.pipeline_budget = options.limits.pipeline_budget.max(budget);
+        }
+        options.http = http.clone();
+        let client = match http.as_ref().filter(|h| h.enabled()) {
+            Some(h) => Some(Arc::new(
+                http::HttpClient::new(h, contents.dir.as_deref()).map_err(&manifest_error)?,
+            )),
+            None => None,
+        };
+        let cache_config = contents
+            .cache
+            .clone()
+            .or_else(|| options.cache.clone())
+            .unwrap_or_default();
+        let parts = engine::EngineParts {
+            cache: Arc::new(cache::Cache::new(cache_config)),
+            lib: Some(Arc::new(modules::LibResolver::new(contents.lib.clone()))),
+            http: client,
+        };
+        let engine = engine::build(&options.limits, &parts);
+        let (rules, errors) = compile_all(&engine, &contents);
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
-        }
-        let engine = engine::build(&options.limits);
-        let scope = declaration_scope();
-        let mut rules = Vec::with_capacity(contents.rules.len());
-        for r in contents.rules {
-            let ast = if r.enabled {
-                compile_one(&engine, &scope, &r)?
-            } else {
-                AST::empty()
-            };
-            rules.push(Arc::new(CompiledRule {
-                name: r.name,
-                path: r.path,
-                enabled: r.enabled,
-                source: r.source,
-                ast,
-            }));
         }
         let configuration = match contents.configuration {
             Value::Object(m) => m,
             Value::Null => Map::new(),
             other => {
-                return Err(LoadError::Manifest {
-                    path: PathBuf::from("rules.toml"),
-                    message: format!(
-                        "configuration must be a table, got {}",
-                        claims::json_type(&other)
-                    ),
-                })
+                return Err(manifest_error(format!(
+                    "configuration must be a table, got {}",
+                    claims::json_type(&other)
+                )))
             }
         };
         let reserved = Arc::new(options.namespace.reserved_hosts.clone());
-        let configuration_dyn =
-            rhai::serde::to_dynamic(&configuration).map_err(|e| LoadError::Manifest {
-                path: PathBuf::from("rules.toml"),
-                message: format!("configuration: {e}"),
-            })?;
+        let configuration_dyn = rhai::serde::to_dynamic(&configuration)
+            .map_err(|e| manifest_error(format!("configuration: {e}")))?;
         Ok(RuleSet {
             engine: Arc::new(engine),
+            cache: parts.cache,
+            http,
             rules,
             configuration,
             configuration_dyn,
@@ -441,14 +546,23 @@ impl RuleSet {
 
     /// Compiles every enabled rule and returns every error (not just the first).
     pub fn check(contents: &FolderContents, options: &RuleSetOptions) -> Vec<LoadError> {
-        let engine = engine::build(&options.limits);
-        let scope = declaration_scope();
-        contents
-            .rules
-            .iter()
-            .filter(|r| r.enabled)
-            .filter_map(|r| compile_one(&engine, &scope, r).err())
-            .collect()
+        let parts = engine::EngineParts {
+            lib: Some(Arc::new(modules::LibResolver::new(contents.lib.clone()))),
+            ..Default::default()
+        };
+        let engine = engine::build(&options.limits, &parts);
+        compile_all(&engine, contents).1
+    }
+
+    /// The set's cache (`cache_get` / `cache_set`), emptied by a reload since every load makes
+    /// a new set.
+    pub fn cache(&self) -> &cache::Cache {
+        &self.cache
+    }
+
+    /// The `[http]` settings the set was loaded with, if any.
+    pub fn http(&self) -> Option<&http::HttpConfig> {
+        self.http.as_ref()
     }
 
     /// Names of all rules in order, disabled ones included.
@@ -482,13 +596,18 @@ impl RuleSet {
             result: Err(RuleError::Input(String::new())),
             rules_run: Vec::new(),
             logs: Vec::new(),
+            metadata: MetadataUpdates::default(),
         };
-        let (rules_run, logs) = (&mut trace.rules_run, &mut trace.logs);
+        let (rules_run, logs, metadata) = (
+            &mut trace.rules_run,
+            &mut trace.logs,
+            &mut trace.metadata,
+        );
         // Rules run on a stack with room for the sandbox's limits (see `stack`), and a panic
         // inside rhai becomes an error of the rule instead of unwinding into the caller.
         let result = stack::with_run_stack(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.run_inner(user, context, opts, rules_run, logs)
+                self.run_inner(user, context, opts, rules_run, logs, metadata)
             }))
         });
         trace.result = result.unwrap_or_else(|panic| {
@@ -504,8 +623,12 @@ impl RuleSet {
                 message: format!("internal error of the rules engine: {what}"),
             })
         });
-        if let Ok(out) = &mut trace.result {
-            out.logs = trace.logs.clone();
+        match &mut trace.result {
+            Ok(out) => out.logs = trace.logs.clone(),
+            // Updates made before a denial persist (a rule may count refused attempts); a
+            // rule error or a sandbox limit stores nothing.
+            Err(RuleError::Denied { .. }) => {}
+            Err(_) => trace.metadata = MetadataUpdates::default(),
         }
         trace
     }
@@ -517,6 +640,7 @@ impl RuleSet {
         opts: &RunOptions,
         rules_run: &mut Vec<String>,
         logs: &mut Vec<RuleLog>,
+        metadata: &mut MetadataUpdates,
     ) -> Result<Outcome, RuleError> {
         if !user.is_object() {
             return Err(RuleError::Input(format!(
@@ -550,10 +674,17 @@ impl RuleSet {
         let policy = opts
             .namespace_policy
             .unwrap_or(self.options.namespace.policy);
+        let base_metadata = ["app_metadata", "user_metadata"].map(|field| {
+            user.get(field)
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        });
         let guard = engine::RunGuard::install(
             self.options.limits.pipeline_budget,
             opts.now,
             self.reserved.clone(),
+            base_metadata,
         );
         // Which rule first set each refused claim key, so warnings and errors can name it.
         let mut offenders: HashMap<(TokenKind, String), (String, Refusal)> = HashMap::new();
@@ -571,6 +702,7 @@ impl RuleSet {
                 rule: rule.name.clone(),
                 lines: guard.take_logs(),
             });
+            *metadata = guard.metadata();
             // A stop the script swallowed (e.g. `deny` inside a `sort` comparator) still ends it.
             let stop = guard.take_stop();
             match (result, stop) {
@@ -579,6 +711,10 @@ impl RuleSet {
                     return Err(self.stopped(&rule.name, stop, Position::NONE));
                 }
                 (Ok(_), None) => {}
+            }
+            let pending = guard.take_pending_metadata();
+            if !pending.is_empty() {
+                merge_into_scope_user(&mut scope, &pending);
             }
             // A rule's top-level `let`s must not leak into the next rule. `configuration` is
             // pushed afresh too: rhai refuses changes to the constant's existing keys but lets a
@@ -650,6 +786,7 @@ impl RuleSet {
             scope: scope_list,
             logs: Vec::new(),
             warnings,
+            metadata: metadata.clone(),
         })
     }
 
@@ -804,6 +941,14 @@ impl RuleSet {
                 column,
                 message: "terminated".into(),
             },
+            EvalAltResult::ErrorRuntime(value, _) if engine::is_helper_error(&value) => {
+                RuleError::Script {
+                    rule,
+                    line,
+                    column,
+                    message: thrown_message(&value),
+                }
+            }
             EvalAltResult::ErrorRuntime(value, _) => RuleError::Denied {
                 rule,
                 message: thrown_message(&value),
@@ -814,6 +959,34 @@ impl RuleSet {
                 column,
                 message: describe(other),
             },
+        }
+    }
+}
+
+/// Merges a rule's metadata updates into the scope's `user`, so later rules see them.
+pub(crate) fn merge_into_scope_user(scope: &mut Scope, updates: &MetadataUpdates) {
+    let Some(mut user) = scope.get_mut("user").and_then(|d| d.write_lock::<rhai::Map>()) else {
+        return;
+    };
+    for (field, update) in [
+        ("app_metadata", &updates.app_metadata),
+        ("user_metadata", &updates.user_metadata),
+    ] {
+        let Some(update) = update else { continue };
+        let slot = user
+            .entry(field.into())
+            .or_insert_with(|| Dynamic::from_map(Default::default()));
+        if !slot.is_map() {
+            *slot = Dynamic::from_map(Default::default());
+        }
+        if let Some(mut map) = slot.write_lock::<rhai::Map>() {
+            for (k, v) in update {
+                if v.is_null() {
+                    map.remove(k.as_str());
+                } else if let Ok(d) = rhai::serde::to_dynamic(v) {
+                    map.insert(k.as_str().into(), d);
+                }
+            }
         }
     }
 }
@@ -919,27 +1092,111 @@ fn declaration_scope() -> Scope<'static> {
     scope
 }
 
-fn compile_one(engine: &Engine, scope: &Scope, r: &RuleSource) -> Result<AST, LoadError> {
-    match engine.compile_with_scope(scope, &r.source) {
+/// Compiles every enabled rule once; the rules in order (for a set) and every error (for
+/// `check`), so a load reports all broken rules without compiling twice.
+fn compile_all(
+    engine: &Engine,
+    contents: &FolderContents,
+) -> (Vec<Arc<CompiledRule>>, Vec<LoadError>) {
+    let scope = declaration_scope();
+    let mut rules = Vec::with_capacity(contents.rules.len());
+    let mut errors = Vec::new();
+    for r in &contents.rules {
+        let ast = if r.enabled {
+            match compile_one(engine, &scope, r, &contents.lib) {
+                Ok(ast) => ast,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            }
+        } else {
+            AST::empty()
+        };
+        rules.push(Arc::new(CompiledRule {
+            name: r.name.clone(),
+            path: r.path.clone(),
+            enabled: r.enabled,
+            source: r.source.clone(),
+            ast,
+        }));
+    }
+    (rules, errors)
+}
+
+/// 1-based line and column of the first `"path"` literal in `source` (imports are resolved
+/// before rhai knows their position).
+fn import_position(source: &str, path: &str) -> (usize, usize) {
+    let needle = format!("{path:?}");
+    source
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| line.find(&needle).map(|c| (i + 1, c + 1)))
+        .unwrap_or((0, 0))
+}
+
+fn compile_one(
+    engine: &Engine,
+    scope: &Scope,
+    r: &RuleSource,
+    lib: &[modules::LibSource],
+) -> Result<AST, LoadError> {
+    let error = |path: &Path, (line, column): (usize, usize), message: String| LoadError::Compile {
+        rule: r.name.clone(),
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    };
+    let at = |pos: Position| (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
+    match engine.compile_into_self_contained(scope, &r.source) {
         Ok(mut ast) => {
             ast.set_source(r.name.as_str());
             Ok(ast)
         }
-        Err(e) => {
-            let pos = e.position();
-            let mut message = e.0.to_string();
-            if let rhai::ParseErrorType::Reserved(sym) = &*e.0 {
-                if sym == "import" || sym == "eval" {
-                    message = format!("`{sym}` is not allowed in rules (sandbox)");
+        Err(e) => match *e {
+            EvalAltResult::ErrorParsing(kind, pos) => {
+                let mut message = kind.to_string();
+                if let rhai::ParseErrorType::Reserved(sym) = &kind {
+                    if sym == "eval" {
+                        message = format!("`{sym}` is not allowed in rules (sandbox)");
+                    }
                 }
+                Err(error(&r.path, at(pos), message))
             }
-            Err(LoadError::Compile {
-                rule: r.name.clone(),
-                path: r.path.clone(),
-                line: pos.line().unwrap_or(0),
-                column: pos.position().unwrap_or(0),
-                message,
-            })
-        }
+            EvalAltResult::ErrorInModule(import, inner, _) => {
+                // The error is inside the imported module: name its file and position.
+                let file = lib
+                    .iter()
+                    .find(|m| m.import_path == import)
+                    .map_or_else(|| r.path.clone(), |m| m.path.clone());
+                let inner = root_cause(*inner);
+                let pos = inner.position();
+                let mut inner = inner;
+                inner.clear_position();
+                let message = match inner {
+                    EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
+                    EvalAltResult::ErrorSystem(m, _) => m,
+                    other => other.to_string(),
+                };
+                Err(error(
+                    &file,
+                    at(pos),
+                    format!("in module {import:?} (imported by rule {:?}): {message}", r.name),
+                ))
+            }
+            EvalAltResult::ErrorSystem(message, _) => {
+                let path = message
+                    .strip_prefix("import ")
+                    .and_then(|m| m.split(':').next())
+                    .and_then(|p| serde_json::from_str::<String>(p).ok())
+                    .unwrap_or_default();
+                Err(error(&r.path, import_position(&r.source, &path), message))
+            }
+            other => {
+                let pos = other.position();
+                Err(error(&r.path, at(pos), describe(other)))
+            }
+        },
     }
 }

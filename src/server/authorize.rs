@@ -442,17 +442,24 @@ async fn finish(
     );
     let session_id = session_hash.get(..16).unwrap_or("").to_owned();
     let api = req.audience.as_deref().and_then(|a| state.config.api(a));
-    let rule_user = user.to_rule_user(logins);
+    let mut rule_user = user.to_rule_user(logins);
+    match state.store.user_metadata(&user.user_id).await {
+        Ok(Some(stored)) => stored.apply_to(&mut rule_user),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "reading the user's stored metadata failed");
+            return req.error(state, "temporarily_unavailable", "try again later");
+        }
+    }
     let issuer = state.issuer.clone();
     let (client_owned, api_owned) = (client.clone(), api.cloned());
     let (scopes, nonce, req_copy) = (req.scopes.clone(), req.nonce.clone(), request.clone());
     let sid = session_id.clone();
-    let Some(slot) = state.rule_slots.acquire(&client.client_id).await else {
+    let Some(slot) = state.rule_slots.acquire_slot(&client.client_id).await else {
         return req.error(state, "server_error", "the login could not be completed");
     };
-    let outcome = tokio::task::spawn_blocking(move || {
+    let traced = tokio::task::spawn_blocking(move || {
         super::cpu_bound_thread();
-        let _slot = slot;
         let treq = TokenRequest {
             client: &client_owned,
             api: api_owned.as_ref(),
@@ -466,9 +473,28 @@ async fn finish(
             logins_count: logins,
             session_id: Some(sid),
         };
-        issuer.run_rules(&treq)
+        // A rule waiting on an API gives its slot up meanwhile (see `RuleSlots`).
+        crate::rules::http::with_wait_slot(slot, || {
+            issuer.run_rules_traced(&treq, issuer.context(&treq))
+        })
     })
     .await;
+    let outcome = match traced {
+        Ok((result, metadata)) => {
+            // Stored on success and before a denial (a rule may count refused attempts);
+            // the engine has already dropped the updates of a failed run.
+            if let Err(e) = state
+                .store
+                .update_user_metadata(&user.user_id, &metadata)
+                .await
+            {
+                tracing::error!(error = %e, "storing the rules' metadata updates failed");
+                return req.error(state, "temporarily_unavailable", "try again later");
+            }
+            Ok(result)
+        }
+        Err(e) => Err(e),
+    };
     let claims = match outcome {
         Ok(Ok(c)) => c,
         Ok(Err(e)) if e.is_denial() => {

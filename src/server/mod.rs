@@ -106,6 +106,49 @@ impl RuleSlots {
         };
         sem.acquire_owned().await.ok()
     }
+
+    /// Like [`RuleSlots::acquire`], as a slot the run gives up while a rule waits on an API
+    /// (`http_get` and friends), so rules waiting on a slow API cannot hold every slot of
+    /// their client while logins whose rules call nothing wait behind them.
+    pub async fn acquire_slot(&self, client_id: &str) -> Option<Arc<RunSlot>> {
+        let sem = {
+            let mut map = self.per_client.lock().ok()?;
+            map.entry(client_id.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(RULE_RUNS_PER_CLIENT)))
+                .clone()
+        };
+        let permit = sem.clone().acquire_owned().await.ok()?;
+        Some(Arc::new(RunSlot {
+            sem,
+            permit: std::sync::Mutex::new(Some(permit)),
+            runtime: tokio::runtime::Handle::current(),
+        }))
+    }
+}
+
+/// A client's rule-run slot held by one run; released while the run waits on an API and
+/// taken again (waiting if need be) before its rules go on.
+#[derive(Debug)]
+pub struct RunSlot {
+    sem: Arc<tokio::sync::Semaphore>,
+    permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl crate::rules::http::WaitSlot for RunSlot {
+    fn release(&self) {
+        if let Ok(mut p) = self.permit.lock() {
+            p.take();
+        }
+    }
+
+    fn reacquire(&self) {
+        // On the run's blocking-pool thread, outside any async context: blocking is allowed.
+        let permit = self.runtime.block_on(self.sem.clone().acquire_owned()).ok();
+        if let Ok(mut p) = self.permit.lock() {
+            *p = permit;
+        }
+    }
 }
 
 impl AppState {

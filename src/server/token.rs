@@ -523,7 +523,15 @@ async fn refresh_grant(
         .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     let request = rule_request(headers, connect, json!({}), Value::Object(body));
-    let rule_user = user.to_rule_user(logins);
+    let mut rule_user = user.to_rule_user(logins);
+    if let Some(stored) = state
+        .store
+        .user_metadata(&user.user_id)
+        .await
+        .map_err(store_failed)?
+    {
+        stored.apply_to(&mut rule_user);
+    }
     let issuer = state.issuer.clone();
     let (client_owned, api) = (
         client.clone(),
@@ -536,15 +544,15 @@ async fn refresh_grant(
     let g = grant.clone();
     let slot = state
         .rule_slots
-        .acquire(&client.client_id)
+        .acquire_slot(&client.client_id)
         .await
         .ok_or_else(TokenError::server_error)?;
     // Rules and both signatures in one blocking task (one thread hand-off per request). The
     // tokens are only returned after the rotation below is committed, so none leaves the server
     // without its state stored; a lost race merely wastes two signatures.
-    let issued = tokio::task::spawn_blocking(move || {
+    let user_id = user.user_id.clone();
+    let (issued, metadata) = tokio::task::spawn_blocking(move || {
         super::cpu_bound_thread();
-        let _slot = slot;
         let req = token_request(
             &client_owned,
             api.as_ref(),
@@ -554,12 +562,22 @@ async fn refresh_grant(
             request,
             logins,
         );
-        let claims = issuer.run_rules(&req)?;
-        issuer.sign(&req, &claims)
+        let (result, metadata) = crate::rules::http::with_wait_slot(slot, || {
+            issuer.run_rules_traced(&req, issuer.context(&req))
+        });
+        let issued = result
+            .map_err(IssueError::from)
+            .and_then(|claims| issuer.sign(&req, &claims));
+        (issued, metadata)
     })
     .await
-    .map_err(|_| TokenError::server_error())?
-    .map_err(|e| match e {
+    .map_err(|_| TokenError::server_error())?;
+    state
+        .store
+        .update_user_metadata(&user_id, &metadata)
+        .await
+        .map_err(store_failed)?;
+    let issued = issued.map_err(|e| match e {
         IssueError::Rules(RuleError::Denied { message, .. }) => TokenError::invalid_grant(message),
         other => {
             tracing::error!(error = %other, "rule pipeline or signing failed on refresh");

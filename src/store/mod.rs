@@ -17,6 +17,9 @@ use std::future::Future;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use crate::rules::MetadataUpdates;
 
 use self::postgres::PgStore;
 use self::sqlite::SqliteStore;
@@ -308,6 +311,37 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Reads stored metadata columns back.
+pub(crate) fn decode_metadata(app: &str, user: &str) -> Result<MetadataUpdates, StoreError> {
+    let parse = |text: &str| -> Result<Option<Map<String, Value>>, StoreError> {
+        let map: Map<String, Value> = serde_json::from_str(text)
+            .map_err(|e| StoreError::Corrupt(format!("user metadata: {e}")))?;
+        Ok((!map.is_empty()).then_some(map))
+    };
+    Ok(MetadataUpdates {
+        app_metadata: parse(app)?,
+        user_metadata: parse(user)?,
+    })
+}
+
+/// The stored columns after merging `updates` over the stored row (nulls kept: they remove the
+/// config file's keys at the next login).
+pub(crate) fn merged_metadata(
+    row: Option<(String, String)>,
+    updates: &MetadataUpdates,
+) -> Result<(String, String), StoreError> {
+    let mut stored = match row {
+        Some((a, u)) => decode_metadata(&a, &u)?,
+        None => MetadataUpdates::default(),
+    };
+    stored.merge(updates);
+    let encode = |m: &Option<Map<String, Value>>| {
+        serde_json::to_string(&m.clone().unwrap_or_default())
+            .map_err(|e| StoreError::Corrupt(format!("user metadata: {e}")))
+    };
+    Ok((encode(&stored.app_metadata)?, encode(&stored.user_metadata)?))
+}
+
 /// Serializes a grant for storage.
 pub(crate) fn encode_grant(grant: &Grant) -> Result<String, StoreError> {
     serde_json::to_string(grant).map_err(|e| StoreError::Corrupt(format!("grant: {e}")))
@@ -496,6 +530,28 @@ impl Store {
     /// Counts one more login of `user_id` and returns the new count (a first login gives 1).
     pub async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
         dispatch!(self, s => s.increment_logins(user_id).await)
+    }
+
+    /// The metadata rules stored for `user_id` (top-level keys to lay over the config's, a
+    /// `null` removing one), or `None` when no rule stored any.
+    pub async fn user_metadata(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<MetadataUpdates>, StoreError> {
+        dispatch!(self, s => s.user_metadata(user_id).await)
+    }
+
+    /// Merges a login's metadata updates into what is stored for `user_id` (atomically per
+    /// user, on every instance).
+    pub async fn update_user_metadata(
+        &self,
+        user_id: &str,
+        updates: &MetadataUpdates,
+    ) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self, s => s.update_user_metadata(user_id, updates).await)
     }
 
     /// Every stored signing key, oldest first.

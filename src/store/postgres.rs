@@ -15,12 +15,16 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant, Rotation,
+    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant, MetadataUpdates,
+    Rotation,
     Session, StoreError, StoredKey,
 };
 
 /// Embedded migrations, in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_user_metadata.sql"),
+];
 
 /// Connections per instance.
 const MAX_CONNECTIONS: u32 = 16;
@@ -431,6 +435,51 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db)
+    }
+
+    pub(crate) async fn user_metadata(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<MetadataUpdates>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|(a, u)| super::decode_metadata(&a, &u)).transpose()
+    }
+
+    pub(crate) async fn update_user_metadata(
+        &self,
+        user_id: &str,
+        updates: &MetadataUpdates,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The row lock makes concurrent logins of one user (on any instance) merge in turn.
+        sqlx::query("INSERT INTO user_metadata (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = $1 FOR UPDATE",
+        )
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let (a, u) = super::merged_metadata(row, updates)?;
+        sqlx::query("UPDATE user_metadata SET app_metadata = $2, user_metadata = $3 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(a)
+            .bind(u)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
     }
 
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {

@@ -32,11 +32,14 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{
     decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Committed, Grant,
-    Rotation, Session, StoreError, StoredKey,
+    MetadataUpdates, Rotation, Session, StoreError, StoredKey,
 };
 
 /// Embedded migrations, in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_user_metadata.sql"),
+];
 
 /// Most writes committed together in one transaction.
 const MAX_BATCH: usize = 256;
@@ -624,6 +627,55 @@ impl SqliteStore {
                 .fetch_one(&mut *c)
                 .await
                 .map_err(db)
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn user_metadata(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<MetadataUpdates>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = ?",
+        )
+        .bind(user_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|(a, u)| super::decode_metadata(&a, &u)).transpose()
+    }
+
+    pub(crate) async fn update_user_metadata(
+        &self,
+        user_id: &str,
+        updates: &MetadataUpdates,
+    ) -> Result<(), StoreError> {
+        let (user_id, updates) = (user_id.to_string(), updates.clone());
+        // The single writer serializes read-modify-write, so concurrent logins of one user
+        // merge instead of losing an update.
+        self.write(false, move |c| {
+            Box::pin(async move {
+                let row: Option<(String, String)> = sqlx::query_as(
+                    "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = ?",
+                )
+                .bind(&user_id)
+                .fetch_optional(&mut *c)
+                .await
+                .map_err(db)?;
+                let (a, u) = super::merged_metadata(row, &updates)?;
+                sqlx::query(
+                    "INSERT INTO user_metadata (user_id, app_metadata, user_metadata) \
+                     VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
+                     app_metadata = excluded.app_metadata, user_metadata = excluded.user_metadata",
+                )
+                .bind(user_id)
+                .bind(a)
+                .bind(u)
+                .execute(&mut *c)
+                .await
+                .map_err(db)?;
+                Ok(())
             })
         })
         .await

@@ -50,6 +50,8 @@ struct RawExpect {
     logs: Vec<String>,
     #[serde(default)]
     warnings: Vec<String>,
+    app_metadata: Option<Map<String, Value>>,
+    user_metadata: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,6 +422,8 @@ pub(super) fn load_file(path: &Path, known_rules: &[String]) -> Result<Vec<Case>
             error: e.error,
             logs: e.logs,
             warnings: e.warnings,
+            app_metadata: e.app_metadata,
+            user_metadata: e.user_metadata,
         };
         cases.push(case);
     }

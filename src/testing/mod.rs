@@ -147,6 +147,11 @@ pub struct Expect {
     pub logs: Vec<String>,
     /// Texts that must each appear in some namespace warning.
     pub warnings: Vec<String>,
+    /// Keys the run's `update_app_metadata` calls must have set to these values (checked after
+    /// a denial too, since those updates persist); an empty map: no update at all.
+    pub app_metadata: Option<Map<String, Value>>,
+    /// The same for `update_user_metadata`.
+    pub user_metadata: Option<Map<String, Value>>,
 }
 
 /// One test case: inputs and expectations. Built by case files or by the builder methods.
@@ -321,7 +326,8 @@ impl Case {
         let started = Instant::now();
         let trace = set.run_with(self.user.clone(), Value::Object(context), &opts);
         let duration = started.elapsed();
-        let failures = self.check(&trace.result, &trace.logs, requested, mode);
+        let mut failures = self.check(&trace.result, &trace.logs, requested, mode);
+        self.check_metadata(&trace.metadata, &mut failures);
         let (outcome, error) = match trace.result {
             Ok(o) => (Some(o), None),
             Err(e) => (None, Some(e)),
@@ -400,6 +406,49 @@ impl Case {
             }
         }
         failures
+    }
+
+    fn check_metadata(&self, got: &crate::rules::MetadataUpdates, failures: &mut Vec<Failure>) {
+        let e = &self.expect;
+        for (field, expected, actual) in [
+            ("app_metadata", &e.app_metadata, &got.app_metadata),
+            ("user_metadata", &e.user_metadata, &got.user_metadata),
+        ] {
+            let Some(expected) = expected else { continue };
+            let empty = Map::new();
+            let actual = actual.as_ref().unwrap_or(&empty);
+            if expected.is_empty() && !actual.is_empty() {
+                failures.push(Failure::Metadata {
+                    field,
+                    key: None,
+                    expected: Value::Object(Map::new()),
+                    actual: Some(Value::Object(actual.clone())),
+                });
+            }
+            for (key, want) in expected {
+                let have = actual.get(key);
+                if have != Some(want) {
+                    failures.push(Failure::Metadata {
+                        field,
+                        key: Some(key.clone()),
+                        expected: want.clone(),
+                        actual: have.cloned(),
+                    });
+                }
+            }
+            if e.exact {
+                for (key, have) in actual {
+                    if !expected.contains_key(key) {
+                        failures.push(Failure::Metadata {
+                            field,
+                            key: Some(key.clone()),
+                            expected: Value::Null,
+                            actual: Some(have.clone()),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     fn check_outcome(
@@ -602,6 +651,17 @@ pub enum Failure {
     },
     /// Strict mode: the namespace rule dropped a claim the case did not expect to lose.
     DroppedClaim(Warning),
+    /// A metadata update differs from `expect.app_metadata` / `expect.user_metadata`.
+    Metadata {
+        /// `app_metadata` or `user_metadata`.
+        field: &'static str,
+        /// The key (`None`: the case expected no update at all).
+        key: Option<String>,
+        /// The expected value (`null` for a key the case did not list under `exact`).
+        expected: Value,
+        /// What the rules set (`None`: not updated).
+        actual: Option<Value>,
+    },
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {

@@ -189,6 +189,34 @@ fn render_failure(f: &Failure, st: &Style) -> String {
         Failure::MissingWarning { expected } => {
             let _ = writeln!(out, "    no namespace warning contains {expected:?}");
         }
+        Failure::Metadata {
+            field,
+            key,
+            expected,
+            actual,
+        } => {
+            let actual = actual
+                .as_ref()
+                .map(compact)
+                .unwrap_or_else(|| "(not updated)".into());
+            match key {
+                Some(key) if expected.is_null() => {
+                    let _ = writeln!(
+                        out,
+                        "    {field} update has a key the case does not list (exact = true) {key:?}:"
+                    );
+                    diff_lines(&mut out, st, "(not updated)", &actual);
+                }
+                Some(key) => {
+                    let _ = writeln!(out, "    {field} update {key:?}:");
+                    diff_lines(&mut out, st, &compact(expected), &actual);
+                }
+                None => {
+                    let _ = writeln!(out, "    {field}: expected no update:");
+                    diff_lines(&mut out, st, "(no update)", &actual);
+                }
+            }
+        }
         Failure::DroppedClaim(w) => {
             let _ = writeln!(
                 out,
