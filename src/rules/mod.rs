@@ -1157,10 +1157,10 @@ fn compile_one(
         Err(e) => match *e {
             EvalAltResult::ErrorParsing(kind, pos) => {
                 let mut message = kind.to_string();
-                if let rhai::ParseErrorType::Reserved(sym) = &kind {
-                    if sym == "eval" {
-                        message = format!("`{sym}` is not allowed in rules (sandbox)");
-                    }
+                let eval = matches!(&kind, rhai::ParseErrorType::Reserved(sym) if sym == "eval")
+                    || message.contains("'eval' is disabled");
+                if eval {
+                    message = "`eval` is not allowed in rules (sandbox)".into();
                 }
                 Err(error(&r.path, at(pos), message))
             }

@@ -793,3 +793,94 @@ fn the_documented_rust_example_holds() {
         .run(&set)
         .assert_passed();
 }
+
+/// A rules folder whose rule persists metadata, reads a secret from `configuration_env`, and
+/// denies after counting; its case file asserts the updates with `expect.app_metadata` /
+/// `expect.user_metadata`.
+fn metadata_suite(cases: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.toml"),
+        "configuration_env = { API_KEY = \"CLAIMRULES_TEST_META_KEY\" }\n\n[[rule]]\nname = \"count\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("count.rhai"),
+        r#"
+        let n = user.app_metadata.logins ?? 0;
+        update_app_metadata(#{ logins: n + 1, key_len: configuration.API_KEY.len() });
+        if user.blocked == true { deny("blocked"); }
+        update_user_metadata(#{ welcomed: true });
+        "#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("tests")).unwrap();
+    std::fs::write(dir.path().join("tests/meta.toml"), cases).unwrap();
+    dir
+}
+
+fn run_suite(dir: &Path, key: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_claimrules"));
+    cmd.arg("test").arg(dir).env("NO_COLOR", "1");
+    match key {
+        Some(k) => cmd.env("CLAIMRULES_TEST_META_KEY", k),
+        None => cmd.env_remove("CLAIMRULES_TEST_META_KEY"),
+    };
+    cmd.output().unwrap()
+}
+
+#[test]
+fn cases_assert_metadata_updates_including_before_a_denial() {
+    let dir = metadata_suite(
+        r#"
+[[case]]
+name = "a login counts and welcomes"
+user = { user_id = "u1", app_metadata = { logins = 2 } }
+[case.expect]
+app_metadata = { logins = 3, key_len = 6 }
+user_metadata = { welcomed = true }
+
+[[case]]
+name = "a denial still counts"
+user = { user_id = "u1", blocked = true, app_metadata = {} }
+[case.expect]
+denied = "blocked"
+app_metadata = { logins = 1 }
+user_metadata = {}
+"#,
+    );
+    let out = run_suite(dir.path(), Some("secret"));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("2 passed"), "{}", stdout(&out));
+
+    let failing = metadata_suite(
+        r#"
+[[case]]
+name = "wrong count"
+user = { user_id = "u1", app_metadata = {} }
+[case.expect]
+exact = true
+app_metadata = { logins = 5 }
+"#,
+    );
+    let out = run_suite(failing.path(), Some("secret"));
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("app_metadata update \"logins\""), "{text}");
+    assert!(
+        text.contains("app_metadata update has a key the case does not list"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_configuration_env_variable_fails_the_load_by_name() {
+    let dir = metadata_suite("");
+    let out = run_suite(dir.path(), None);
+    assert!(!out.status.success());
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("configuration_env.API_KEY") && text.contains("CLAIMRULES_TEST_META_KEY"),
+        "{text}"
+    );
+}
