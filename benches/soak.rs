@@ -9,7 +9,9 @@
 //! Run with `cargo bench --bench soak`. Exits non-zero on a 5xx, an untraceable token, a load
 //! that made no progress, or (runs of 60 s and more) RSS growth of 10 % or more after warm-up.
 
-#[path = "../tests/common/mod.rs"]
+// The soak bench uses only part of the integration tests' helpers.
+#[allow(dead_code)]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

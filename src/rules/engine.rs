@@ -410,6 +410,9 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
     // A rule that reads `user` after `update_app_metadata` sees the update at once, as a
     // JavaScript rule sees the object it passed: pending updates are merged into the scope's
     // `user` when the variable is next read.
+    // `on_var` is marked volatile by rhai (not deprecated); Cargo.lock pins the version and
+    // tests/it/rules_metadata.rs proves the behaviour.
+    #[allow(deprecated)]
     engine.on_var(|name, _, mut ctx| {
         if name == "user" && PENDING.with(Cell::get) {
             let pending = take_pending();
