@@ -31,6 +31,7 @@ mod scope_rewrite;
 mod security_bcp;
 mod serve_cli;
 mod server_routes;
+mod slow_api;
 mod store_conformance;
 mod test_runner;
 mod token_endpoint;
