@@ -874,6 +874,8 @@ async fn perform(
     max_bytes: usize,
 ) -> Answer {
     let host = call.host.clone();
+    // A HEAD answer announces the length of a body it does not send.
+    let head = call.method == Method::HEAD;
     let work = async move {
         let mut request = client.request(call.method, call.url).headers(call.headers);
         if let Some(body) = call.body {
@@ -884,9 +886,10 @@ async fn perform(
             host: host.clone(),
             detail: format!("the response is larger than [http] max_response_bytes ({max_bytes})"),
         };
-        if response
-            .content_length()
-            .is_some_and(|n| n > max_bytes as u64)
+        if !head
+            && response
+                .content_length()
+                .is_some_and(|n| n > max_bytes as u64)
         {
             return Err(too_large());
         }
