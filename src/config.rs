@@ -107,6 +107,10 @@ pub struct Config {
     /// Environment variable holding the admin token.
     #[serde(default)]
     pub admin_token_env: Option<String>,
+    /// A separate listener for `GET /metrics` without a token (bind it where only the scraper
+    /// reaches); without it, `/metrics` is on the main port behind the admin token.
+    #[serde(default)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Require PKCE from every client, not only public ones.
     #[serde(default)]
     pub require_pkce: bool,
@@ -126,6 +130,9 @@ pub struct Config {
     /// Token hooks for other servers.
     #[serde(default)]
     pub hooks: HooksSection,
+    /// Login throttling and password hashing.
+    #[serde(default)]
+    pub login: LoginSection,
     /// Registered clients.
     #[serde(default, rename = "client")]
     pub clients: Vec<ClientConfig>,
@@ -156,6 +163,71 @@ pub struct HooksSection {
     /// Environment variable holding Okta's Authorization header value.
     #[serde(default)]
     pub okta_authorization_env: Option<String>,
+}
+
+/// `[login]`: throttling of password logins (see `crate::server::throttle`) and the threads
+/// that check passwords (see `crate::password::VerifyPool`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSection {
+    /// Failed logins allowed per account from one IP per window.
+    #[serde(default = "default_failures_per_account_ip")]
+    pub max_failures_per_account_ip: u32,
+    /// Failed logins allowed per account from all IPs together per window.
+    #[serde(default = "default_failures_per_account")]
+    pub max_failures_per_account: u32,
+    /// Failed logins allowed per IP (IPv6: per /64) per window.
+    #[serde(default = "default_failures_per_ip")]
+    pub max_failures_per_ip: u32,
+    /// The window, seconds.
+    #[serde(default = "default_login_window")]
+    pub window_seconds: u64,
+    /// Password checks one IP may have in flight at once.
+    #[serde(default = "default_login_concurrency")]
+    pub max_concurrent_per_ip: u32,
+    /// Password checks one account may have in flight at once.
+    #[serde(default = "default_login_concurrency")]
+    pub max_concurrent_per_account: u32,
+    /// Threads that check passwords (0: half the cores, at least one).
+    #[serde(default)]
+    pub hash_threads: usize,
+    /// Password checks that may wait for a hashing thread; more get "busy, try again".
+    #[serde(default = "default_hash_queue")]
+    pub hash_queue: usize,
+}
+
+impl Default for LoginSection {
+    fn default() -> Self {
+        LoginSection {
+            max_failures_per_account_ip: default_failures_per_account_ip(),
+            max_failures_per_account: default_failures_per_account(),
+            max_failures_per_ip: default_failures_per_ip(),
+            window_seconds: default_login_window(),
+            max_concurrent_per_ip: default_login_concurrency(),
+            max_concurrent_per_account: default_login_concurrency(),
+            hash_threads: 0,
+            hash_queue: default_hash_queue(),
+        }
+    }
+}
+
+fn default_failures_per_account_ip() -> u32 {
+    5
+}
+fn default_failures_per_account() -> u32 {
+    100
+}
+fn default_failures_per_ip() -> u32 {
+    20
+}
+fn default_login_window() -> u64 {
+    300
+}
+fn default_login_concurrency() -> u32 {
+    4
+}
+fn default_hash_queue() -> usize {
+    64
 }
 
 /// `[[client]]`.
@@ -519,8 +591,7 @@ pub fn embedded_default(
         origin: origin.to_owned(),
         message,
     };
-    std::fs::create_dir_all(&data)
-        .map_err(|e| invalid(format!("cannot create {}: {e}", data.display())))?;
+    crate::datadir::private_folder(&data).map_err(|e| invalid(e.to_string()))?;
     let client_secret = persistent_secret(&data.join("demo-client-secret"), 32)
         .map_err(|e| invalid(e.to_string()))?;
     let password =
@@ -576,20 +647,34 @@ user_metadata = {{ theme = "dark" }}
 }
 
 /// Reads a secret from `path`, or generates one (base64url of `bytes` random bytes) and saves it
-/// with owner-only permissions.
-fn persistent_secret(path: &Path, bytes: usize) -> std::io::Result<String> {
+/// in a file created with mode `0600` (never readable by others, not even before a `chmod`). An
+/// existing file accessible by group or others is refused.
+fn persistent_secret(path: &Path, bytes: usize) -> Result<String, crate::datadir::DataDirError> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| crate::datadir::DataDirError::Create {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    crate::datadir::check_private(path, crate::datadir::FILE_MODE)?;
     if let Ok(s) = std::fs::read_to_string(path) {
         let s = s.trim().to_owned();
         if !s.is_empty() {
             return Ok(s);
         }
+        // An empty file (an interrupted first start): replace it.
+        std::fs::remove_file(path).map_err(failed)?;
     }
     let s = crate::crypto::random_token(bytes);
-    std::fs::write(path, &s)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    match crate::datadir::create_private_file(path).map_err(failed)? {
+        Some(mut f) => {
+            f.write_all(s.as_bytes()).map_err(failed)?;
+            f.sync_all().map_err(failed)?;
+            Ok(s)
+        }
+        // Another process created it meanwhile: use theirs.
+        None => {
+            let theirs = std::fs::read_to_string(path).map_err(failed)?;
+            Ok(theirs.trim().to_owned())
+        }
     }
-    Ok(s)
 }

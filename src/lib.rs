@@ -75,6 +75,7 @@
 pub mod claims;
 pub mod config;
 pub mod crypto;
+pub mod datadir;
 pub mod hooks;
 pub mod issuer;
 pub mod model;
@@ -83,6 +84,7 @@ pub mod rules;
 pub mod serve;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 pub mod watch;
 

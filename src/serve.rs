@@ -276,6 +276,10 @@ pub fn app(prepared: &Prepared) -> axum::Router {
             prepared.rules.clone(),
             cfg.admin_token.clone(),
         ))
+        .merge(crate::telemetry::router(
+            prepared.state.clone(),
+            cfg.admin_token.clone(),
+        ))
 }
 
 /// Serves until Ctrl-C / SIGTERM; reloads the rules on SIGHUP.
@@ -308,6 +312,20 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
             }
         }
     });
+    if let Some(metrics_addr) = prepared.state.config.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| server::ServerError::Bind {
+                addr: metrics_addr,
+                message: e.to_string(),
+            })?;
+        tracing::info!(addr = %metrics_addr, "metrics listening");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, crate::telemetry::open_metrics_router()).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let app = server::with_request_log(app(&prepared));
     axum::serve(
         listener,

@@ -266,16 +266,27 @@ impl HotRules {
                     "rules folder changed nothing that matters; keeping the set"
                 );
                 self.finish_attempt(None);
+                metrics::counter!("claimrules_rules_reloads_total", "result" => "ok").increment(1);
                 Ok(current.version)
             }
             Ok(Some(set)) => {
                 let version = self.swap_locked(set);
                 self.finish_attempt(None);
+                metrics::counter!("claimrules_rules_reloads_total", "result" => "ok").increment(1);
+                metrics::gauge!("claimrules_rules_last_reload_failed").set(0.0);
                 Ok(version)
             }
             Err(err) => {
                 log_load_error(&err);
                 self.finish_attempt(Some(err.to_string()));
+                metrics::counter!("claimrules_rules_reloads_total", "result" => "failed")
+                    .increment(1);
+                metrics::gauge!("claimrules_rules_last_reload_failed").set(1.0);
+                // The rule of the last error, a bounded label (rule names come from the folder).
+                if let crate::rules::LoadError::Compile { rule, .. } = &err {
+                    metrics::counter!("claimrules_rules_reload_errors_total", "rule" => rule.clone())
+                        .increment(1);
+                }
                 Err(err)
             }
         }
@@ -293,6 +304,7 @@ impl HotRules {
     /// Stores `set` as the next version; the caller holds `reload_lock`.
     fn swap_locked(&self, set: RuleSet) -> u64 {
         let version = self.current().version + 1;
+        metrics::gauge!("claimrules_rules_version").set(version as f64);
         let names = set.names();
         self.inner.current.store(Arc::new(LoadedRules {
             version,

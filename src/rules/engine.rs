@@ -85,6 +85,8 @@ thread_local! {
     static RUN: RefCell<Option<RunState>> = const { RefCell::new(None) };
     /// Set with `RunState::stop`; a `Cell` so the per-operation check stays cheap.
     static HALTED: Cell<bool> = const { Cell::new(false) };
+    /// Operations the current rule has used (rhai's counter, as the progress callback sees it).
+    static OPERATIONS: Cell<u64> = const { Cell::new(0) };
     /// Metadata updates wait to be merged into the scope's `user` (checked on every variable
     /// read, so a `Cell`).
     static PENDING: Cell<bool> = const { Cell::new(false) };
@@ -135,6 +137,20 @@ impl RunGuard {
         RunGuard
     }
 
+    /// Whether the engine has recorded a stop for the rule that just ran (not taken).
+    pub(crate) fn peek_stop(&self) -> bool {
+        HALTED.with(Cell::get)
+    }
+
+    /// Whether the recorded stop is a `deny`.
+    pub(crate) fn denied(&self) -> bool {
+        RUN.with(|r| {
+            r.borrow()
+                .as_ref()
+                .is_some_and(|s| matches!(s.stop, Some(Stop::Denied(_))))
+        })
+    }
+
     /// Takes the reason the engine stopped the run, if it did.
     pub(crate) fn take_stop(&self) -> Option<Stop> {
         HALTED.with(|h| h.set(false));
@@ -172,6 +188,11 @@ impl Drop for RunGuard {
         RUN.with(|r| *r.borrow_mut() = None);
         HALTED.with(|h| h.set(false));
     }
+}
+
+/// Operations the last rule used, and resets the count for the next one.
+pub(crate) fn operations() -> u64 {
+    OPERATIONS.with(|o| o.replace(0))
 }
 
 /// Takes the metadata updates not yet merged into the scope's `user`.
@@ -248,8 +269,8 @@ fn update_metadata(
             format!("{name}: expects a map, got {}", update.type_name()),
         ));
     }
-    let Value::Object(patch) =
-        to_json_value(update).map_err(|what| helper_error(pos, format!("{name}: the map {what}")))?
+    let Value::Object(patch) = to_json_value(update)
+        .map_err(|what| helper_error(pos, format!("{name}: the map {what}")))?
     else {
         return Err(helper_error(pos, format!("{name}: expects a map")));
     };
@@ -385,6 +406,7 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
     }
 
     engine.on_progress(|ops| {
+        OPERATIONS.with(|o| o.set(ops));
         if HALTED.with(Cell::get) {
             return Some(Dynamic::from(Halt));
         }

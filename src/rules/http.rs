@@ -288,6 +288,24 @@ struct Policy {
 }
 
 impl Policy {
+    /// The allow-list pattern that admits `url` (a bounded metrics label: never the URL itself).
+    fn label(&self, url: &Url) -> String {
+        let (Some(host), port) = (url.host(), url.port_or_known_default()) else {
+            return "?".into();
+        };
+        self.entries
+            .iter()
+            .find(|e| e.matches(&host, port))
+            .map_or_else(
+                || "?".into(),
+                |e| match &e.host {
+                    HostPattern::Name(n) => n.clone(),
+                    HostPattern::Suffix(s) => format!("*{s}"),
+                    HostPattern::Ip(ip) => ip.to_string(),
+                },
+            )
+    }
+
     /// Whether a rule may call `url`: scheme, userinfo, allow list, IP-literal addresses (the
     /// resolver is not asked for those).
     fn check(&self, url: &Url) -> Result<(), Refusal> {
@@ -969,6 +987,8 @@ fn call(
     if timeout.is_zero() {
         return Err(super::engine::deadline_passed(pos));
     }
+    let label = client.policy.label(&call.url);
+    let started = std::time::Instant::now();
     let rt = runtime().map_err(fail)?;
     let (tx, rx) = mpsc::sync_channel(1);
     let parts = CallParts {
@@ -1001,6 +1021,15 @@ fn call(
             detail: "the request was abandoned".into(),
         }),
     };
+    let status = match &answer {
+        Answer::Response { status, .. } => status.to_string(),
+        Answer::TimedOut => "timeout".into(),
+        Answer::Failed(_) => "error".into(),
+    };
+    metrics::histogram!("claimrules_rule_http_duration_seconds", "host" => label.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("claimrules_rule_http_requests_total", "host" => label, "status" => status)
+        .increment(1);
     match answer {
         Answer::TimedOut if by_budget => Err(super::engine::deadline_passed(pos)),
         Answer::TimedOut => Err(fail(format!("timed out after {} ms", timeout.as_millis()))),

@@ -326,7 +326,11 @@ impl MetadataUpdates {
 /// Top-level merge of a metadata update, as Auth0's Management API merges `app_metadata`:
 /// each key of `update` replaces the one in `base`; a `null` removes it, unless `keep_nulls`
 /// (merging updates into updates, where the `null` must survive to remove the stored key).
-pub fn merge_metadata(base: &mut Map<String, Value>, update: &Map<String, Value>, keep_nulls: bool) {
+pub fn merge_metadata(
+    base: &mut Map<String, Value>,
+    update: &Map<String, Value>,
+    keep_nulls: bool,
+) {
     for (k, v) in update {
         if v.is_null() && !keep_nulls {
             base.remove(k);
@@ -376,6 +380,9 @@ pub struct Trace {
     /// Metadata updates to persist: those of a successful run, and those made before a denial
     /// (so a rule can count refused attempts, as on Auth0); empty after any other failure.
     pub metadata: MetadataUpdates,
+    /// Run time of each rule in `rules_run`, same order (the failing rule's included; one
+    /// shorter when the engine panicked). For tooling such as `claimrules playground`.
+    pub durations: Vec<Duration>,
 }
 
 /// One compiled rule.
@@ -597,17 +604,17 @@ impl RuleSet {
             rules_run: Vec::new(),
             logs: Vec::new(),
             metadata: MetadataUpdates::default(),
+            durations: Vec::new(),
         };
-        let (rules_run, logs, metadata) = (
-            &mut trace.rules_run,
-            &mut trace.logs,
-            &mut trace.metadata,
-        );
+        let (rules_run, logs, metadata) =
+            (&mut trace.rules_run, &mut trace.logs, &mut trace.metadata);
+        let durations = &mut trace.durations;
         // Rules run on a stack with room for the sandbox's limits (see `stack`), and a panic
         // inside rhai becomes an error of the rule instead of unwinding into the caller.
+        let started = std::time::Instant::now();
         let result = stack::with_run_stack(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.run_inner(user, context, opts, rules_run, logs, metadata)
+                self.run_inner(user, context, opts, (rules_run, durations), logs, metadata)
             }))
         });
         trace.result = result.unwrap_or_else(|panic| {
@@ -623,6 +630,8 @@ impl RuleSet {
                 message: format!("internal error of the rules engine: {what}"),
             })
         });
+        metrics::histogram!("claimrules_pipeline_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         match &mut trace.result {
             Ok(out) => out.logs = trace.logs.clone(),
             // Updates made before a denial persist (a rule may count refused attempts); a
@@ -638,7 +647,7 @@ impl RuleSet {
         user: Value,
         mut context: Value,
         opts: &RunOptions,
-        rules_run: &mut Vec<String>,
+        (rules_run, durations): (&mut Vec<String>, &mut Vec<Duration>),
         logs: &mut Vec<RuleLog>,
         metadata: &mut MetadataUpdates,
     ) -> Result<Outcome, RuleError> {
@@ -697,7 +706,18 @@ impl RuleSet {
                 }
             }
             rules_run.push(rule.name.clone());
+            let started = std::time::Instant::now();
             let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+            durations.push(started.elapsed());
+            let outcome = match (&result, guard.peek_stop()) {
+                (Ok(_), false) => "ok",
+                (Err(e), _) if matches!(**e, EvalAltResult::ErrorRuntime(ref v, _) if !engine::is_helper_error(v)) => {
+                    "denied"
+                }
+                (_, true) if guard.denied() => "denied",
+                _ => "error",
+            };
+            record_rule_metrics(&rule.name, started.elapsed(), outcome, engine::operations());
             logs.push(RuleLog {
                 rule: rule.name.clone(),
                 lines: guard.take_logs(),
@@ -760,6 +780,12 @@ impl RuleSet {
                     .get(&(kind, key.clone()))
                     .cloned()
                     .unwrap_or_else(|| ("?".into(), Refusal::NotNamespaced));
+                metrics::counter!(
+                    "claimrules_namespace_drops_total",
+                    "rule" => rule.clone(),
+                    "token" => kind.to_string()
+                )
+                .increment(1);
                 warnings.push(Warning {
                     rule,
                     token: kind,
@@ -963,9 +989,24 @@ impl RuleSet {
     }
 }
 
+/// Per-rule metrics (`claimrules_rule_*`, see README "Operating"); the rule name is a bounded
+/// label (names come from the rules folder).
+fn record_rule_metrics(rule: &str, took: Duration, outcome: &'static str, operations: u64) {
+    let rule = rule.to_owned();
+    metrics::histogram!("claimrules_rule_duration_seconds", "rule" => rule.clone())
+        .record(took.as_secs_f64());
+    metrics::histogram!("claimrules_rule_operations", "rule" => rule.clone())
+        .record(operations as f64);
+    metrics::counter!("claimrules_rule_runs_total", "rule" => rule, "outcome" => outcome)
+        .increment(1);
+}
+
 /// Merges a rule's metadata updates into the scope's `user`, so later rules see them.
 pub(crate) fn merge_into_scope_user(scope: &mut Scope, updates: &MetadataUpdates) {
-    let Some(mut user) = scope.get_mut("user").and_then(|d| d.write_lock::<rhai::Map>()) else {
+    let Some(mut user) = scope
+        .get_mut("user")
+        .and_then(|d| d.write_lock::<rhai::Map>())
+    else {
         return;
     };
     for (field, update) in [
@@ -1182,7 +1223,10 @@ fn compile_one(
                 Err(error(
                     &file,
                     at(pos),
-                    format!("in module {import:?} (imported by rule {:?}): {message}", r.name),
+                    format!(
+                        "in module {import:?} (imported by rule {:?}): {message}",
+                        r.name
+                    ),
                 ))
             }
             EvalAltResult::ErrorSystem(message, _) => {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::errors::{with_params, AuthorizeError};
+use super::throttle::{AccountKey, Refused};
 use super::{client_ip, cookie, pages, rule_request, set_cookie, Shared};
 use crate::config::{ClientConfig, UserConfig};
 use crate::crypto::{random_token, secrets_equal, sha256_hex, valid_pkce_challenge};
@@ -592,31 +593,63 @@ pub async fn login(
         );
     }
     let ip = client_ip(peer.as_ref().map(|e| &e.0));
-    if let Err(wait) = state.throttle.check(&form.username, &ip) {
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("Too many failed attempts. Try again in {wait} seconds."),
-        );
-    }
+    // The account limits key on the account the name resolves to (however it was spelled, by
+    // email or username), or on the normalized name when it names none.
     let user = state.config.user_by_login(&form.username).cloned();
+    let account = match &user {
+        Some(u) => AccountKey::user(&u.user_id),
+        None => AccountKey::unknown(&form.username),
+    };
+    let throttled = |refused: Refused| {
+        let msg = match refused {
+            Refused::Locked(wait) => {
+                format!("Too many failed attempts. Try again in {wait} seconds.")
+            }
+            Refused::Busy => "Too many login attempts at once. Try again in a moment.".to_owned(),
+        };
+        metrics::counter!("claimrules_logins_total", "result" => "throttled").increment(1);
+        let mut res = again(StatusCode::TOO_MANY_REQUESTS, &msg);
+        res.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(refused.retry_after()),
+        );
+        res
+    };
+    // Counted as a failure before the password is checked (see `throttle`), so a burst of
+    // parallel attempts gets no more checks than the limit allows.
+    let attempt = match state.throttle.begin(&account, &ip) {
+        Ok(a) => a,
+        Err(refused) => return throttled(refused),
+    };
     let hash = user
         .as_ref()
         .map(|u| u.password_hash.clone())
         .unwrap_or_else(|| crate::password::dummy_hash().to_owned());
-    let password = form.password.clone();
-    // Argon2 is deliberately slow: keep it off the async workers. Unknown users are checked
-    // against a dummy hash so both failures take the same time.
-    let ok = tokio::task::spawn_blocking(move || {
-        super::cpu_bound_thread();
-        crate::password::verify(&password, &hash)
-    })
-    .await
-    .unwrap_or(false);
+    // Argon2 runs on its own bounded threads (never the runtime's blocking pool, which rules
+    // and signing need). Unknown users are checked against a dummy hash so both failures take
+    // the same time.
+    let ok = match state.passwords.verify(form.password.clone(), hash).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            attempt.cancel();
+            tracing::warn!(error = %e, "password check refused");
+            let mut res = again(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is busy. Please try again.",
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return res;
+        }
+    };
     let Some(user) = user.filter(|_| ok) else {
-        state.throttle.failure(&form.username, &ip);
+        // Already counted by `begin`.
+        drop(attempt);
+        metrics::counter!("claimrules_logins_total", "result" => "failed").increment(1);
         return again(StatusCode::UNAUTHORIZED, "Wrong email or password.");
     };
-    state.throttle.success(&form.username, &ip);
+    attempt.succeeded();
+    metrics::counter!("claimrules_logins_total", "result" => "ok").increment(1);
     let raw = random_token(32);
     let now = unix_now();
     let lifetime = state.config.session_lifetime as i64;
@@ -695,8 +728,10 @@ pub async fn consent(
         );
     };
     if form.decision != "allow" {
+        metrics::counter!("claimrules_consents_total", "decision" => "deny").increment(1);
         return req.error(&state, "access_denied", "the user denied access");
     }
+    metrics::counter!("claimrules_consents_total", "decision" => "allow").increment(1);
     if let Err(e) = state
         .store
         .save_consent(

@@ -75,6 +75,7 @@ impl TokenError {
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
+        metrics::counter!("claimrules_token_errors_total", "error" => self.code).increment(1);
         let mut res = (
             self.status(),
             axum::Json(json!({"error": self.code, "error_description": self.description})),
@@ -156,6 +157,8 @@ impl IntoResponse for AuthorizeError {
                 state,
                 iss,
             } => {
+                metrics::counter!("claimrules_authorize_errors_total", "error" => code)
+                    .increment(1);
                 let mut params = vec![("error", code), ("error_description", description.as_str())];
                 if let Some(s) = state.as_deref() {
                     params.push(("state", s));

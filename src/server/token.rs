@@ -299,6 +299,7 @@ async fn code_grant(
         }
         None => None,
     };
+    count_issued(state, "authorization_code");
     Ok(response(&issued, refresh))
 }
 
@@ -438,6 +439,18 @@ fn token_request<'a>(
         logins_count,
         session_id: grant.session_id.clone(),
     }
+}
+
+/// `claimrules_tokens_issued_total` by grant type and the signing key's algorithm.
+fn count_issued(state: &Shared, grant_type: &'static str) {
+    let alg = state
+        .issuer
+        .keys()
+        .signing()
+        .map(|k| k.alg().as_str())
+        .unwrap_or("none");
+    metrics::counter!("claimrules_tokens_issued_total", "grant_type" => grant_type, "alg" => alg)
+        .increment(1);
 }
 
 fn response(issued: &Issued, refresh: Option<String>) -> Value {
@@ -609,5 +622,6 @@ async fn refresh_grant(
             ))
         }
     }
+    count_issued(state, "refresh_token");
     Ok(response(&issued, Some(new_token)))
 }

@@ -157,6 +157,10 @@ pub enum StoreError {
         /// The operating system's message.
         message: String,
     },
+    /// The data folder or a database file is accessible by group or others (see
+    /// [`crate::datadir`]); the message says what to run.
+    #[error("{0}")]
+    Exposed(String),
     /// The database cannot be reached (connection refused or lost, pool exhausted, busy).
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -194,6 +198,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Maps an error of preparing the data folder.
+    pub(crate) fn from_datadir(e: crate::datadir::DataDirError) -> StoreError {
+        match e {
+            crate::datadir::DataDirError::Create { path, message } => StoreError::Folder {
+                path: path.display().to_string(),
+                message,
+            },
+            exposed => StoreError::Exposed(exposed.to_string()),
+        }
+    }
+
     /// Maps a sqlx error, telling connection trouble (`Unavailable`) and duplicates (`Conflict`)
     /// apart from other failures. `transient` tells whether the engine's error code means the
     /// database is (temporarily) out of reach.
@@ -217,6 +232,55 @@ impl StoreError {
             _ => StoreError::Database(e.to_string()),
         }
     }
+}
+
+/// `url` without its password, for messages and logs. Works without parsing the URL, so a
+/// malformed one (a bad port, an unencoded space or `/` in the password) is redacted too:
+/// everything between the first `:` of the user info and the last `@` becomes `***`, and the
+/// values of `password` and `sslpassword` query parameters (which sqlx also reads) as well.
+/// When in doubt it hides more than the password, never less.
+pub fn redact_url(url: &str) -> String {
+    let Some(i) = url.find("://") else {
+        return redact_query(url);
+    };
+    let (scheme, rest) = url.split_at(i + 3);
+    let mut out = scheme.to_owned();
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            match userinfo.find(':') {
+                Some(c) => {
+                    out.push_str(&userinfo[..c]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            &rest[at..]
+        }
+        None => rest,
+    };
+    out.push_str(&redact_query(rest));
+    out
+}
+
+/// `text` with the values of `password=` / `sslpassword=` query parameters replaced by `***`.
+fn redact_query(text: &str) -> String {
+    let Some(q) = text.find('?') else {
+        return text.to_owned();
+    };
+    let (head, query) = text.split_at(q + 1);
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword") =>
+            {
+                format!("{k}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}{}", pairs.join("&"))
 }
 
 /// The persistence layer: cheap to clone, `Send + Sync`; every clone shares the same database.
@@ -339,7 +403,10 @@ pub(crate) fn merged_metadata(
         serde_json::to_string(&m.clone().unwrap_or_default())
             .map_err(|e| StoreError::Corrupt(format!("user metadata: {e}")))
     };
-    Ok((encode(&stored.app_metadata)?, encode(&stored.user_metadata)?))
+    Ok((
+        encode(&stored.app_metadata)?,
+        encode(&stored.user_metadata)?,
+    ))
 }
 
 /// Serializes a grant for storage.
@@ -384,13 +451,11 @@ impl Store {
         }
     }
 
-    /// Opens the SQLite database `claimrules.db` in `data_dir`, creating the folder and the file
-    /// if missing.
+    /// Opens the SQLite database `claimrules.db` in `data_dir`, creating the folder (`0700`) and
+    /// the file (`0600`) if missing, and refusing either when it is accessible by group or
+    /// others ([`crate::datadir`]).
     pub async fn open_in_folder(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Folder {
-            path: data_dir.display().to_string(),
-            message: e.to_string(),
-        })?;
+        crate::datadir::private_folder(data_dir).map_err(StoreError::from_datadir)?;
         Ok(Store {
             engine: Engine::Sqlite(SqliteStore::open_file(&data_dir.join("claimrules.db")).await?),
         })
@@ -554,6 +619,11 @@ impl Store {
         dispatch!(self, s => s.update_user_metadata(user_id, updates).await)
     }
 
+    /// Answers when the database does (readiness probes).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, s => s.ping().await)
+    }
+
     /// Every stored signing key, oldest first.
     pub async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         dispatch!(self, s => s.keys().await)
@@ -561,7 +631,9 @@ impl Store {
 
     /// Stores a new signing key ([`StoreError::Conflict`] if its `kid` exists).
     pub async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_key(key).await)
+        dispatch!(self, s => s.put_key(key).await)?;
+        metrics::counter!("claimrules_key_rotations_total").increment(1);
+        Ok(())
     }
 
     /// Sets a key's retirement time ([`StoreError::NotFound`] for an unknown `kid`).

@@ -15,9 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
 use super::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant, MetadataUpdates,
-    Rotation,
-    Session, StoreError, StoredKey,
+    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant,
+    MetadataUpdates, Rotation, Session, StoreError, StoredKey,
 };
 
 /// Embedded migrations, in order; the version is the index + 1.
@@ -471,14 +470,24 @@ impl PgStore {
         .await
         .map_err(db)?;
         let (a, u) = super::merged_metadata(row, updates)?;
-        sqlx::query("UPDATE user_metadata SET app_metadata = $2, user_metadata = $3 WHERE user_id = $1")
-            .bind(user_id)
-            .bind(a)
-            .bind(u)
-            .execute(&mut *tx)
+        sqlx::query(
+            "UPDATE user_metadata SET app_metadata = $2, user_metadata = $3 WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(a)
+        .bind(u)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
             .await
             .map_err(db)?;
-        tx.commit().await.map_err(db)?;
         Ok(())
     }
 
@@ -596,11 +605,5 @@ impl PgStore {
 
 /// The URL without its password, for messages.
 pub(crate) fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
+    super::redact_url(url)
 }

@@ -94,26 +94,23 @@ impl SqliteStore {
     /// Opens `sqlite://…` (file created if missing; in-memory databases are refused because the
     /// writer and the readers are separate connections).
     pub(crate) async fn open_url(url: &str) -> Result<SqliteStore, StoreError> {
+        let shown = super::redact_url(url);
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl(format!("{url}: {e}")))?;
+            .map_err(|e| StoreError::InvalidUrl(format!("{shown}: {e}")))?;
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Err(StoreError::InvalidUrl(format!(
-                "{url}: in-memory SQLite is not supported, name a file"
+                "{shown}: in-memory SQLite is not supported, name a file"
             )));
         }
-        if let Some(parent) = options.get_filename().parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| StoreError::Folder {
-                    path: parent.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
+        let path = options.get_filename().to_path_buf();
+        crate::datadir::prepare_database(&path).map_err(StoreError::from_datadir)?;
         Self::open_with(options).await
     }
 
-    /// Opens the database file at `path`, creating it if missing.
+    /// Opens the database file at `path`, creating it (`0600`, so SQLite's `-wal` and `-shm`
+    /// files are `0600` too) if missing.
     pub(crate) async fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
+        crate::datadir::prepare_database(path).map_err(StoreError::from_datadir)?;
         Self::open_with(SqliteConnectOptions::new().filename(path)).await
     }
 
@@ -178,8 +175,11 @@ impl SqliteStore {
     {
         let (early_tx, early_rx) = oneshot::channel::<Result<T, StoreError>>();
         let (commit_tx, commit_rx) = oneshot::channel::<Result<(), StoreError>>();
+        let queued = std::time::Instant::now();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
+                metrics::histogram!("claimrules_store_pool_wait_seconds")
+                    .record(queued.elapsed().as_secs_f64());
                 let nothing: Reply = Box::new(|_| {});
                 // The caller may have gone away (request cancelled): nothing to tell then.
                 let conn = match conn {
@@ -681,6 +681,14 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         let rows = sqlx::query(
             "SELECT kid, alg, private_pkcs8_der, created_at, activates_at, retires_at \
@@ -918,6 +926,7 @@ async fn run_batch(
     c: &mut SqliteConnection,
     pending: &mut VecDeque<Job>,
 ) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
         let e = db(e);
         // Nothing ran: the callers of this batch get the error.
@@ -944,6 +953,9 @@ async fn run_batch(
         Some(e) => Err(e),
         None => sqlx::query("COMMIT").execute(&mut *c).await.map_err(db),
     };
+    metrics::histogram!("claimrules_store_commit_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("claimrules_store_batch_size").record(replies.len() as f64);
     match commit {
         Ok(_) => {
             for reply in replies {

@@ -6,20 +6,24 @@ mod common;
 #[path = "../../fuzz/targets.rs"]
 mod fuzz_targets;
 
+mod auth0_templates;
 mod authorize_flow;
 mod bad_input_authorize;
 mod bad_input_hooks;
 mod bad_input_token;
 mod cli_run_check;
 mod crash_safety;
+mod data_folder_modes;
 mod deny_and_errors;
 mod embedding;
 mod fuzz_corpus_replay;
 mod hooks_hydra;
 mod hooks_okta;
 mod hot_reload;
+mod login_burst;
 mod multi_instance;
 mod namespace_rule;
+mod operations;
 mod rules_cache;
 mod rules_cannot_starve;
 mod rules_http;

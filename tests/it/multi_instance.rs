@@ -375,6 +375,19 @@ async fn lost_database_gives_503_and_the_instance_recovers() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "temporarily_unavailable");
     assert!(body.get("access_token").is_none());
+    // The readiness probe says why; liveness stays green.
+    let ready = reqwest::get(format!("{}/readyz", a.base)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let why: Value = ready.json().await.unwrap();
+    assert!(
+        why["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("store unreachable"),
+        "{why}"
+    );
+    let live = reqwest::get(format!("{}/healthz", a.base)).await.unwrap();
+    assert_eq!(live.status(), 200);
 
     proxy.up().await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -390,4 +403,6 @@ async fn lost_database_gives_503_and_the_instance_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let ready = reqwest::get(format!("{}/readyz", a.base)).await.unwrap();
+    assert_eq!(ready.status(), 200, "ready again once the database is back");
 }
