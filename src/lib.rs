@@ -80,6 +80,7 @@ pub mod hooks;
 pub mod issuer;
 pub mod model;
 pub mod password;
+pub mod playground;
 pub mod rules;
 pub mod serve;
 pub mod server;

@@ -85,6 +85,16 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// Serves a local page to edit rules and see their tokens as you type (loopback only; the
+    /// printed URL carries the access token).
+    Playground {
+        /// The rules folder.
+        #[arg(default_value = "rules")]
+        rules: PathBuf,
+        /// Loopback address to listen on (port 0: any free port).
+        #[arg(long, default_value = claimrules::playground::DEFAULT_ADDR)]
+        addr: std::net::SocketAddr,
+    },
     /// Reads a password from stdin and prints its Argon2id hash for `password_hash`.
     HashPassword,
     /// Manages signing keys.
@@ -174,6 +184,7 @@ fn main() -> ExitCode {
             data,
             no_watch,
         }),
+        Command::Playground { rules, addr } => playground(rules, addr),
         Command::HashPassword => hash_password(),
         Command::Keys {
             action:
@@ -255,6 +266,28 @@ fn serve(opts: claimrules::serve::ServeOptions) -> ExitCode {
         }
     };
     match runtime.block_on(claimrules::serve::serve(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn playground(rules: PathBuf, addr: std::net::SocketAddr) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let opts = claimrules::playground::PlaygroundOptions { rules, addr };
+    match runtime.block_on(claimrules::playground::serve(opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
