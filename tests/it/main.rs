@@ -24,6 +24,7 @@ mod login_burst;
 mod multi_instance;
 mod namespace_rule;
 mod operations;
+mod playground;
 mod rules_cache;
 mod rules_cannot_starve;
 mod rules_http;
