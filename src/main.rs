@@ -33,17 +33,28 @@ enum Command {
         /// The user, as a JSON file.
         #[arg(long)]
         user: PathBuf,
-        /// The context, as a JSON file (default: an empty login context).
+        /// The context, as a JSON file, merged deeply over the default login context (README
+        /// "The default context").
         #[arg(long)]
         context: Option<PathBuf>,
         /// The rules folder.
         #[arg(default_value = "rules")]
         rules: PathBuf,
     },
-    /// Compiles every rule and reports each error with file, line and column.
+    /// Compiles every rule and runs the static checks (unknown functions, JavaScript names,
+    /// variables a `fn` cannot see, platform fields); reports each with file, line and column.
     Check {
         /// The rules folder.
         #[arg(default_value = "rules")]
+        rules: PathBuf,
+    },
+    /// Writes a new rule, RULES_DIR/RULE_NAME.rhai, and its cases, RULES_DIR/tests/RULE_NAME.toml,
+    /// that pass `claimrules test` at once (and lists the rule in rules.toml when there is one).
+    New {
+        /// The rule's name (letters, digits, `-`, `_`), e.g. 60-require-mfa.
+        name: String,
+        /// The rules folder (created when missing).
+        #[arg(long, default_value = "rules")]
         rules: PathBuf,
     },
     /// Runs the rules' unit tests (case files in RULES_DIR/tests/).
@@ -57,6 +68,9 @@ enum Command {
         /// Also writes a JUnit XML report to this file.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Also writes the rules' line coverage to this file, as an lcov tracefile.
+        #[arg(long)]
+        coverage: Option<PathBuf>,
         /// Output format.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
@@ -140,10 +154,12 @@ fn main() -> ExitCode {
             rules,
         } => run(&user, context.as_deref(), &rules),
         Command::Check { rules } => check(&rules),
+        Command::New { name, rules } => new_rule(&rules, &name),
         Command::Test {
             rules,
             filter,
             junit,
+            coverage,
             format,
             watch,
             namespace_policy,
@@ -159,6 +175,7 @@ fn main() -> ExitCode {
                     },
                 },
                 junit,
+                coverage,
                 json: format == "json",
                 color: color_enabled(
                     std::io::stdout().is_terminal(),
@@ -346,10 +363,10 @@ fn read_json(path: &Path, what: &str) -> Result<Value, String> {
 
 fn run(user: &Path, context: Option<&Path>, rules: &Path) -> ExitCode {
     let inputs = read_json(user, "user").and_then(|u| {
-        let c = match context {
-            Some(p) => read_json(p, "context")?,
-            None => json!({ "protocol": "oidc-basic-profile" }),
-        };
+        let mut c = Value::from(claimrules::Context::default());
+        if let Some(p) = context {
+            claimrules::testing::merge_deep(&mut c, &read_json(p, "context")?);
+        }
         Ok((u, c))
     });
     let (user, context) = match inputs {
@@ -374,6 +391,8 @@ fn run(user: &Path, context: Option<&Path>, rules: &Path) -> ExitCode {
                 "scope": outcome.scope,
                 "logs": outcome.logs,
                 "warnings": outcome.warnings.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "user": outcome.user,
+                "metadata": outcome.metadata,
             });
             println!(
                 "{}",
@@ -400,13 +419,57 @@ fn check(rules: &Path) -> ExitCode {
     for e in &errors {
         eprintln!("error: {e}");
     }
+    let findings = claimrules::rules::lint::lint(&contents, &RuleSetOptions::default());
+    for f in &findings {
+        eprintln!("{}: {f}", f.severity);
+    }
+    let failing: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .filter(|f| f.severity == claimrules::rules::lint::Severity::Error)
+        .map(|f| f.rule.as_str())
+        .collect();
+    let warnings = findings.len()
+        - findings
+            .iter()
+            .filter(|f| f.severity == claimrules::rules::lint::Severity::Error)
+            .count();
     let enabled = contents.rules.iter().filter(|r| r.enabled).count();
-    if errors.is_empty() {
-        println!("{enabled} rules ok");
+    if !errors.is_empty() {
+        eprintln!("{} of {enabled} rules failed to compile", errors.len());
+    }
+    if !failing.is_empty() {
+        eprintln!(
+            "{} of {enabled} rules failed the static checks (each would fail at run time)",
+            failing.len()
+        );
+    }
+    if errors.is_empty() && failing.is_empty() {
+        match warnings {
+            0 => println!("{enabled} rules ok"),
+            1 => println!("{enabled} rules ok, 1 warning"),
+            n => println!("{enabled} rules ok, {n} warnings"),
+        }
         ExitCode::SUCCESS
     } else {
-        eprintln!("{} of {enabled} rules failed to compile", errors.len());
         ExitCode::from(1)
+    }
+}
+
+fn new_rule(rules: &Path, name: &str) -> ExitCode {
+    match claimrules::rules::scaffold::new_rule(rules, name) {
+        Ok(done) => {
+            println!("wrote {}", done.rule.display());
+            println!("wrote {}", done.cases.display());
+            if let Some(manifest) = &done.manifest {
+                println!("listed {name} last in {}", manifest.display());
+            }
+            println!("next: claimrules test {}", rules.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 
@@ -415,6 +478,7 @@ struct TestArgs {
     rules: PathBuf,
     options: SuiteOptions,
     junit: Option<PathBuf>,
+    coverage: Option<PathBuf>,
     json: bool,
     color: bool,
 }
@@ -429,6 +493,12 @@ fn test_once(args: &TestArgs) -> u8 {
         }
     };
     let report = suite.run_with(&args.options);
+    if let Some(path) = &args.coverage {
+        if let Err(e) = std::fs::write(path, claimrules::testing::render_lcov(&report)) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
+    }
     if let Some(path) = &args.junit {
         if let Err(e) = std::fs::write(path, render_junit(&report)) {
             eprintln!("error: cannot write {}: {e}", path.display());

@@ -251,6 +251,20 @@ pub struct Context {
     fields: Map<String, Value>,
 }
 
+/// The `clientID` of the default context ([`Context::default`]).
+pub const DEFAULT_CLIENT_ID: &str = "test-client";
+/// The `clientName` of the default context ([`Context::default`]).
+pub const DEFAULT_CLIENT_NAME: &str = "Test client";
+
+/// The default context of `claimrules run`, `claimrules test` and the playground:
+/// [`Context::login`] for the client [`DEFAULT_CLIENT_ID`] named [`DEFAULT_CLIENT_NAME`], the
+/// same fields the token server fills for a login (README "The default context").
+impl Default for Context {
+    fn default() -> Context {
+        Context::login(DEFAULT_CLIENT_ID).client_name(DEFAULT_CLIENT_NAME)
+    }
+}
+
 impl Context {
     /// A context for an interactive login (`protocol` `oidc-basic-profile`).
     pub fn login(client_id: impl Into<String>) -> Context {

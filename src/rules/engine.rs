@@ -65,6 +65,8 @@ pub(crate) struct RunState {
     pub pending: MetadataUpdates,
     /// `user.app_metadata` and `user.user_metadata` as the run started, for the size cap.
     pub base_metadata: [Map<String, Value>; 2],
+    /// The run's `configuration`, which script functions read through the variable resolver.
+    pub configuration: Dynamic,
 }
 
 /// Largest JSON size of a user's `app_metadata` or `user_metadata` after an update.
@@ -130,6 +132,7 @@ impl RunGuard {
                 metadata: MetadataUpdates::default(),
                 pending: MetadataUpdates::default(),
                 base_metadata,
+                configuration: Dynamic::UNIT,
             })
         });
         HALTED.with(|h| h.set(false));
@@ -149,6 +152,15 @@ impl RunGuard {
                 .as_ref()
                 .is_some_and(|s| matches!(s.stop, Some(Stop::Denied(_))))
         })
+    }
+
+    /// Sets the `configuration` that script functions see.
+    pub(crate) fn set_configuration(&self, configuration: Dynamic) {
+        RUN.with(|r| {
+            if let Some(s) = r.borrow_mut().as_mut() {
+                s.configuration = configuration;
+            }
+        });
     }
 
     /// Takes the reason the engine stopped the run, if it did.
@@ -439,6 +451,12 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
         if name == "user" && PENDING.with(Cell::get) {
             let pending = take_pending();
             super::merge_into_scope_user(ctx.scope_mut(), &pending);
+        }
+        // A script function has a scope of its own, without the rule's `configuration`: give
+        // it the run's (read-only, as rhai makes every resolved value).
+        if name == "configuration" && !ctx.scope().contains("configuration") {
+            let configuration = RUN.with(|r| r.borrow().as_ref().map(|s| s.configuration.clone()));
+            return Ok(configuration.filter(|c| !c.is_unit()));
         }
         Ok(None)
     });

@@ -1,5 +1,5 @@
 //! Reading a rules folder: `rules.toml` (order, `enabled`, `[configuration]`,
-//! `configuration_env`, `[http]`, `[cache]`) or, without it, every `*.rhai` file in file-name
+//! `configuration_env`, `ignore_platform_fields`, `[http]`, `[cache]`) or, without it, every `*.rhai` file in file-name
 //! order; and the modules under `lib/`, which are imported by rules, never run as rules.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +20,9 @@ struct Manifest {
     /// Configuration keys read from environment variables: `KEY = "ENV_VAR"`.
     #[serde(default)]
     configuration_env: std::collections::BTreeMap<String, String>,
+    /// Auth0 platform fields rules may set without failing the login (see `platform`).
+    #[serde(default)]
+    ignore_platform_fields: Vec<String>,
     http: Option<HttpConfig>,
     cache: Option<CacheConfig>,
     #[serde(default)]
@@ -67,6 +70,9 @@ pub struct FolderContents {
     pub cache: Option<CacheConfig>,
     /// The modules under `lib/`.
     pub lib: Vec<LibSource>,
+    /// `ignore_platform_fields` of `rules.toml`: Auth0 platform fields (`multifactor`, …) that
+    /// rules may set without failing the login.
+    pub ignore_platform_fields: Vec<String>,
 }
 
 /// Reads a rules folder without compiling anything.
@@ -131,6 +137,7 @@ pub fn read_folder(dir: &Path) -> Result<FolderContents, LoadError> {
             http,
             cache: manifest.cache,
             lib: read_lib(dir)?,
+            ignore_platform_fields: manifest.ignore_platform_fields,
         });
     }
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -20,11 +20,17 @@
 //! ```
 
 pub mod cache;
+pub mod coverage;
 mod engine;
 mod helpers;
+mod hints;
 pub mod http;
+pub mod lint;
 mod loader;
 pub mod modules;
+pub mod platform;
+pub mod scaffold;
+pub mod sites;
 mod stack;
 
 use std::collections::HashMap;
@@ -94,6 +100,12 @@ pub struct RuleSetOptions {
     pub http: Option<http::HttpConfig>,
     /// Bounds of the set's cache, unless the folder's `[cache]` table says otherwise.
     pub cache: Option<cache::CacheConfig>,
+    /// Records what each run reaches (statements, `deny`/`throw` sites) for
+    /// [`coverage::collect`]; the test runner sets it, a server should not (it costs time).
+    pub coverage: bool,
+    /// Auth0 platform fields ([`platform::PLATFORM_FIELDS`]) a rule may set without failing the
+    /// login (they are then ignored); `rules.toml`'s `ignore_platform_fields` adds to these.
+    pub ignore_platform_fields: Vec<String>,
 }
 
 /// Per-run options.
@@ -412,9 +424,17 @@ impl CompiledRule {
     pub fn source(&self) -> &str {
         &self.source
     }
-    /// Whether the source calls `deny` or `throw` (for coverage hints).
+    /// Whether the rule has a `deny` call or a `throw` statement (comments do not count).
     pub fn can_deny(&self) -> bool {
-        self.source.contains("deny") || self.source.contains("throw")
+        !self.deny_sites().is_empty()
+    }
+    /// The rule's `deny` calls and `throw` statements, by position (for coverage).
+    pub fn deny_sites(&self) -> Vec<sites::DenySite> {
+        sites::deny_sites(&self.ast)
+    }
+    /// The lines of the rule that hold statements (for line coverage).
+    pub fn statement_lines(&self) -> std::collections::BTreeSet<usize> {
+        sites::statement_lines(&self.ast)
     }
 }
 
@@ -520,7 +540,17 @@ impl RuleSet {
             lib: Some(Arc::new(modules::LibResolver::new(contents.lib.clone()))),
             http: client,
         };
-        let engine = engine::build(&options.limits, &parts);
+        platform::validate(&contents.ignore_platform_fields).map_err(&manifest_error)?;
+        for field in &contents.ignore_platform_fields {
+            if !options.ignore_platform_fields.contains(field) {
+                options.ignore_platform_fields.push(field.clone());
+            }
+        }
+        #[allow(unused_mut)]
+        let mut engine = engine::build(&options.limits, &parts);
+        if options.coverage {
+            coverage::register(&mut engine);
+        }
         let (rules, errors) = compile_all(&engine, &contents);
         if let Some(first) = errors.into_iter().next() {
             return Err(first);
@@ -558,7 +588,18 @@ impl RuleSet {
             ..Default::default()
         };
         let engine = engine::build(&options.limits, &parts);
-        compile_all(&engine, contents).1
+        let mut errors = compile_all(&engine, contents).1;
+        if let Err(message) = platform::validate(&contents.ignore_platform_fields) {
+            let dir = contents.dir.clone().unwrap_or_default();
+            errors.insert(
+                0,
+                LoadError::Manifest {
+                    path: dir.join("rules.toml"),
+                    message,
+                },
+            );
+        }
+        errors
     }
 
     /// The set's cache (`cache_get` / `cache_set`), emptied by a reload since every load makes
@@ -679,6 +720,7 @@ impl RuleSet {
         scope.push_dynamic("user", to_dyn(&user)?);
         scope.push_dynamic("context", to_dyn(&context)?);
         scope.push_constant_dynamic("configuration", configuration.clone());
+        let platform_before = platform::snapshot(&context);
 
         let policy = opts
             .namespace_policy
@@ -695,6 +737,8 @@ impl RuleSet {
             self.reserved.clone(),
             base_metadata,
         );
+        // Script functions see `configuration` too (engine's variable resolver).
+        guard.set_configuration(configuration.clone());
         // Which rule first set each refused claim key, so warnings and errors can name it.
         let mut offenders: HashMap<(TokenKind, String), (String, Refusal)> = HashMap::new();
         let mut scope_list: Option<Vec<String>> = None;
@@ -742,6 +786,12 @@ impl RuleSet {
             scope.rewind(SCOPE_VARS.len() - 1);
             scope.push_constant_dynamic("configuration", configuration.clone());
             self.inspect_claims(&scope, &rule.name, policy, &mut offenders, &mut scope_list)?;
+            platform::check(
+                &scope,
+                &platform_before,
+                &self.options.ignore_platform_fields,
+            )
+            .map_err(|field| platform::error(rule, field))?;
         }
         drop(guard);
 
@@ -749,10 +799,12 @@ impl RuleSet {
             None => user,
             Some(d) => {
                 if let Err(what) = json_shape(d, MAX_USER_DEPTH) {
+                    let rule = rules_run.last().cloned().unwrap_or_default();
+                    let (line, column) = self.position_of(&rule, &["user"]);
                     return Err(RuleError::Script {
-                        rule: rules_run.last().cloned().unwrap_or_default(),
-                        line: 0,
-                        column: 0,
+                        rule,
+                        line,
+                        column,
                         message: format!("after the rules ran, `user` {what}"),
                     });
                 }
@@ -829,10 +881,11 @@ impl RuleSet {
             .get("context")
             .and_then(|d| d.read_lock::<rhai::Map>())
         else {
+            let (line, column) = self.position_of(rule, &["context"]);
             return Err(RuleError::Script {
                 rule: rule.to_owned(),
-                line: 0,
-                column: 0,
+                line,
+                column,
                 message: "the rule replaced `context` with something that is not a map".into(),
             });
         };
@@ -841,10 +894,11 @@ impl RuleSet {
                 .get(kind.context_field())
                 .and_then(|d| d.read_lock::<rhai::Map>())
             else {
+                let (line, column) = self.position_of(rule, &["context", kind.context_field()]);
                 return Err(RuleError::Script {
                     rule: rule.to_owned(),
-                    line: 0,
-                    column: 0,
+                    line,
+                    column,
                     message: format!("context.{} must stay a map", kind.context_field()),
                 });
             };
@@ -877,11 +931,15 @@ impl RuleSet {
                     continue;
                 }
                 // Checked here, not at the end, so the error can name the rule.
-                json_shape(value, MAX_CLAIM_DEPTH).map_err(|what| RuleError::Script {
-                    rule: rule.to_owned(),
-                    line: 0,
-                    column: 0,
-                    message: format!("context.{}[{key:?}] {what}", kind.context_field()),
+                json_shape(value, MAX_CLAIM_DEPTH).map_err(|what| {
+                    let (line, column) =
+                        self.position_of(rule, &["context", kind.context_field(), key]);
+                    RuleError::Script {
+                        rule: rule.to_owned(),
+                        line,
+                        column,
+                        message: format!("context.{}[{key:?}] {what}", kind.context_field()),
+                    }
                 })?;
                 if offenders.contains_key(&(kind, key.to_owned())) {
                     continue;
@@ -900,6 +958,16 @@ impl RuleSet {
             }
         }
         Ok(())
+    }
+
+    /// Where rule `rule` assigns `path` (see [`sites::assignment_position`]); `(0, 0)` when
+    /// no assignment is found.
+    fn position_of(&self, rule: &str, path: &[&str]) -> (usize, usize) {
+        self.rules
+            .iter()
+            .find(|r| r.name == rule)
+            .and_then(|r| sites::assignment_position(&r.ast, path))
+            .unwrap_or((0, 0))
     }
 
     /// `claims::check_claim` for this set's reserved hosts, remembered across runs: claim keys
@@ -1085,7 +1153,7 @@ fn describe(mut e: EvalAltResult) -> String {
         EvalAltResult::ErrorStackOverflow(_) => {
             "call depth limit exceeded (unbounded recursion?)".into()
         }
-        _ => e.to_string(),
+        _ => hints::with_runtime_hint(e.to_string()),
     }
 }
 
@@ -1197,7 +1265,7 @@ fn compile_one(
         }
         Err(e) => match *e {
             EvalAltResult::ErrorParsing(kind, pos) => {
-                let mut message = kind.to_string();
+                let mut message = hints::parse_message(&kind, &r.source, pos);
                 let eval = matches!(&kind, rhai::ParseErrorType::Reserved(sym) if sym == "eval")
                     || message.contains("'eval' is disabled");
                 if eval {

@@ -41,12 +41,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::claims::{NamespacePolicy, TokenKind};
-use crate::rules::{LoadError, Outcome, RuleError, RuleLog, RuleSet, RunOptions, Warning};
+use crate::model::Context;
+use crate::rules::coverage::{self, Hits};
+use crate::rules::sites::{DenyKind, DenySite};
+use crate::rules::{
+    LoadError, Outcome, RuleError, RuleLog, RuleSet, RuleSetOptions, RunOptions, Warning,
+};
 
-pub use report::{color_enabled, render_json, render_junit, render_text};
+pub use report::{color_enabled, render_json, render_junit, render_lcov, render_text};
 
 /// Errors of loading a test suite. Each stops the run before any case runs (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +157,10 @@ pub struct Expect {
     pub app_metadata: Option<Map<String, Value>>,
     /// The same for `update_user_metadata`.
     pub user_metadata: Option<Map<String, Value>>,
+    /// Fields the user must have after the run, by key: a key is a field name or a dotted path
+    /// (`"app_metadata.plan"`); a table value checks the fields it lists, any other value
+    /// (arrays included) must be equal; `null` means absent.
+    pub user: Option<Map<String, Value>>,
 }
 
 /// One test case: inputs and expectations. Built by case files or by the builder methods.
@@ -165,7 +174,8 @@ pub struct Case {
     pub line: Option<usize>,
     /// The input user.
     pub user: Value,
-    /// The input context, merged over [`default_context`]; `None` uses the default as is.
+    /// The input context, merged deeply over [`default_context`] (objects merge, arrays and
+    /// other values replace); `None` uses the default as is.
     pub context: Option<Value>,
     /// Keys merged over the rule set's configuration.
     pub configuration: Option<Map<String, Value>>,
@@ -177,15 +187,45 @@ pub struct Case {
     pub expect: Expect,
 }
 
-/// The context a case runs with when it gives none; a case's own context keys replace these.
+/// The context a case runs with when it gives none: [`Context::default`], the same fields the
+/// token server fills for a login. A case's own context is merged over it with [`merge_deep`].
 pub fn default_context() -> Map<String, Value> {
-    let mut map = Map::new();
-    map.insert("clientID".into(), json!("test-client"));
-    map.insert("clientName".into(), json!("Test client"));
-    map.insert("protocol".into(), json!("oidc-basic-profile"));
-    map.insert("request".into(), json!({ "query": {}, "body": {} }));
-    map.insert("stats".into(), json!({ "loginsCount": 1 }));
-    map
+    Context::default().into()
+}
+
+/// Merges `over` into `base`: where both are objects, key by key (recursively); anywhere else
+/// (arrays, strings, numbers, `null`) `over` replaces `base`.
+pub fn merge_deep(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge_deep(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+/// The context a case runs with: the default (its authentication time at `now` when the case
+/// pins the clock) with the case's context merged deeply over it.
+fn case_context(given: Option<&Value>, now: Option<i64>) -> Map<String, Value> {
+    let mut context = Context::default();
+    if let Some(now) = now {
+        context = context.authentication_methods([("pwd", now)]);
+    }
+    let mut context = Value::from(context);
+    if let Some(given) = given {
+        merge_deep(&mut context, given);
+    }
+    match context {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
 }
 
 impl Case {
@@ -211,7 +251,7 @@ impl Case {
         self
     }
 
-    /// Sets the input context (merged over [`default_context`]).
+    /// Sets the input context (merged deeply over [`default_context`]).
     pub fn context(mut self, context: Value) -> Case {
         self.context = Some(context);
         self
@@ -297,6 +337,16 @@ impl Case {
         self
     }
 
+    /// Expects the user, after the run, to have `value` at `path` (a field or a dotted path
+    /// such as `app_metadata.plan`; see [`Expect::user`]).
+    pub fn expect_user(mut self, path: impl Into<String>, value: Value) -> Case {
+        self.expect
+            .user
+            .get_or_insert_with(Map::new)
+            .insert(path.into(), value);
+        self
+    }
+
     /// Expects some namespace warning to contain `text` (e.g. the dropped key).
     pub fn expect_warning(mut self, text: impl Into<String>) -> Case {
         self.expect.warnings.push(text.into());
@@ -310,10 +360,7 @@ impl Case {
 
     /// Runs the case against `set` and checks every expectation.
     pub fn run_with(&self, set: &RuleSet, mode: NamespaceMode) -> CaseResult {
-        let mut context = default_context();
-        if let Some(Value::Object(given)) = &self.context {
-            context.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
+        let context = case_context(self.context.as_ref(), self.now);
         let opts = RunOptions {
             now: self.now,
             configuration: self.configuration.clone(),
@@ -324,7 +371,8 @@ impl Case {
         };
         let requested = requested_scope(&context);
         let started = Instant::now();
-        let trace = set.run_with(self.user.clone(), Value::Object(context), &opts);
+        let (trace, hits) =
+            coverage::collect(|| set.run_with(self.user.clone(), Value::Object(context), &opts));
         let duration = started.elapsed();
         let mut failures = self.check(&trace.result, &trace.logs, requested, mode);
         self.check_metadata(&trace.metadata, &mut failures);
@@ -344,6 +392,7 @@ impl Case {
             error,
             error_source,
             outcome,
+            hits,
         }
     }
 
@@ -516,6 +565,9 @@ impl Case {
                 });
             }
         }
+        if let Some(want) = &e.user {
+            check_user(want, &out.user, "", failures);
+        }
         for text in &e.warnings {
             if !out
                 .warnings
@@ -534,6 +586,37 @@ impl Case {
                     failures.push(Failure::DroppedClaim(w.clone()));
                 }
             }
+        }
+    }
+}
+
+/// The field of `value` at `key`: the key as it is, else as a dotted path.
+fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Some(v) = value.get(key) {
+        return Some(v);
+    }
+    if !key.contains('.') {
+        return None;
+    }
+    key.split('.').try_fold(value, |v, part| v.get(part))
+}
+
+/// Checks `expect.user`: each key's value, recursing into tables (see [`Expect::user`]).
+fn check_user(want: &Map<String, Value>, actual: &Value, prefix: &str, failures: &mut Vec<Failure>) {
+    for (key, expected) in want {
+        let path = format!("{prefix}{key}");
+        let got = field(actual, key).filter(|v| !v.is_null());
+        match (expected, got) {
+            (Value::Object(inner), Some(got @ Value::Object(_))) if !inner.is_empty() => {
+                check_user(inner, got, &format!("{path}."), failures);
+            }
+            (Value::Null, None) => {}
+            (expected, got) if got == Some(expected) => {}
+            (expected, got) => failures.push(Failure::User {
+                path,
+                expected: expected.clone(),
+                actual: got.cloned(),
+            }),
         }
     }
 }
@@ -651,6 +734,15 @@ pub enum Failure {
     },
     /// Strict mode: the namespace rule dropped a claim the case did not expect to lose.
     DroppedClaim(Warning),
+    /// A field of the user after the run differs from `expect.user`.
+    User {
+        /// The field, as a dotted path.
+        path: String,
+        /// The expected value (`null`: absent).
+        expected: Value,
+        /// The value after the run (`None`: absent).
+        actual: Option<Value>,
+    },
     /// A metadata update differs from `expect.app_metadata` / `expect.user_metadata`.
     Metadata {
         /// `app_metadata` or `user_metadata`.
@@ -691,6 +783,8 @@ pub struct CaseResult {
     pub error_source: Option<String>,
     /// The outcome of a successful run.
     pub outcome: Option<Outcome>,
+    /// What the rules reached (empty unless the set records coverage).
+    pub hits: Hits,
 }
 
 impl CaseResult {
@@ -725,33 +819,116 @@ pub struct SkippedCase {
     pub file: Option<PathBuf>,
 }
 
-/// Rules the cases did not exercise.
+/// Rules the cases did not exercise, and the per-rule line table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Coverage {
     /// Enabled rules no case ran.
     pub unexercised: Vec<String>,
-    /// Rules that can deny or throw but whose denial no case triggered.
+    /// Rules with a `deny` call or a `throw` statement that no case reached.
     pub denial_untested: Vec<String>,
+    /// Each enabled rule: the cases that ran it, its lines and its `deny`/`throw` sites.
+    pub rules: Vec<RuleCoverage>,
+}
+
+/// The coverage of one rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RuleCoverage {
+    /// The rule.
+    pub rule: String,
+    /// Its file.
+    pub file: PathBuf,
+    /// How many cases ran it.
+    pub cases: usize,
+    /// Each line that holds a statement, with how many times statements on it ran (empty when
+    /// the set was built without [`RuleSetOptions::coverage`]).
+    pub lines: Vec<LineHits>,
+    /// Its `deny` calls and `throw` statements, and whether a case reached each.
+    pub sites: Vec<SiteCoverage>,
+}
+
+/// How many times the statements of one line ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LineHits {
+    /// 1-based line.
+    pub line: usize,
+    /// Statements run on it, over all cases.
+    pub hits: u64,
+}
+
+/// A `deny` or `throw` site and whether a case reached it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SiteCoverage {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// `deny` or `throw`.
+    pub kind: DenyKind,
+    /// Whether some case reached it.
+    pub fired: bool,
 }
 
 impl Coverage {
-    /// Computes the hint over the rules of `set` and the results of a run.
+    /// Computes the coverage of the rules of `set` over the results of a run. With a set built
+    /// with [`RuleSetOptions::coverage`], a site counts as fired when a case reached its exact
+    /// position; without, when the rule denied in some case.
     pub fn compute(set: &RuleSet, results: &[CaseResult]) -> Coverage {
+        let mut hits = Hits::default();
+        for r in results {
+            hits.merge(&r.hits);
+        }
+        let positions = set.options().coverage;
         let mut cov = Coverage::default();
         for rule in set.rules().iter().filter(|r| r.enabled()) {
             let name = rule.name();
-            if !results
+            let cases = results
                 .iter()
-                .any(|r| r.rules_run.iter().any(|n| n == name))
-            {
+                .filter(|r| r.rules_run.iter().any(|n| n == name))
+                .count();
+            if cases == 0 {
                 cov.unexercised.push(name.to_owned());
             }
             let denied = results
                 .iter()
                 .any(|r| matches!(&r.error, Some(RuleError::Denied { rule, .. }) if rule == name));
-            if rule.can_deny() && !denied {
+            let sites: Vec<SiteCoverage> = rule
+                .deny_sites()
+                .into_iter()
+                .map(|DenySite { line, column, kind }| SiteCoverage {
+                    line,
+                    column,
+                    kind,
+                    fired: if positions {
+                        hits.reached(name, line, column)
+                    } else {
+                        denied
+                    },
+                })
+                .collect();
+            if sites.iter().any(|s| !s.fired) {
                 cov.denial_untested.push(name.to_owned());
             }
+            let lines = if positions {
+                let mut all = rule.statement_lines();
+                if let Some(reached) = hits.lines.get(name) {
+                    all.extend(reached.keys().copied());
+                }
+                all.into_iter()
+                    .map(|line| LineHits {
+                        line,
+                        hits: hits.line(name, line),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            cov.rules.push(RuleCoverage {
+                rule: name.to_owned(),
+                file: rule.path().to_path_buf(),
+                cases,
+                lines,
+                sites,
+            });
         }
         cov
     }
@@ -759,6 +936,15 @@ impl Coverage {
     /// True when there is nothing to report.
     pub fn is_empty(&self) -> bool {
         self.unexercised.is_empty() && self.denial_untested.is_empty()
+    }
+
+    /// The `deny`/`throw` sites of `rule` no case reached.
+    pub fn untested_sites(&self, rule: &str) -> Vec<SiteCoverage> {
+        self.rules
+            .iter()
+            .filter(|r| r.rule == rule)
+            .flat_map(|r| r.sites.iter().filter(|s| !s.fired).copied())
+            .collect()
     }
 }
 
@@ -823,10 +1009,14 @@ pub struct TestSuite {
 }
 
 impl TestSuite {
-    /// Loads the rules in `dir` and the cases in `dir/tests/`.
+    /// Loads the rules in `dir` (recording coverage) and the cases in `dir/tests/`.
     pub fn load(dir: impl AsRef<Path>) -> Result<TestSuite, TestError> {
         let dir = dir.as_ref();
-        let set = RuleSet::load(dir)?;
+        let options = RuleSetOptions {
+            coverage: true,
+            ..Default::default()
+        };
+        let set = RuleSet::load_with(dir, options)?;
         Self::with_rules(set, &dir.join("tests"))
     }
 

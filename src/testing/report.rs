@@ -1,5 +1,7 @@
 //! Reporters: the runner's text (one line per case, diffs for failures, coverage hint, summary
-//! last), a JSON document, and JUnit XML for CI systems.
+//! last), a JSON document, JUnit XML for CI systems, and an lcov tracefile of the rules' line
+//! coverage (the `geninfo` format of the Linux Test Project's lcov, which CI coverage tools
+//! read).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -189,6 +191,23 @@ fn render_failure(f: &Failure, st: &Style) -> String {
         Failure::MissingWarning { expected } => {
             let _ = writeln!(out, "    no namespace warning contains {expected:?}");
         }
+        Failure::User {
+            path,
+            expected,
+            actual,
+        } => {
+            let _ = writeln!(out, "    user field {path:?}:");
+            let expected = if expected.is_null() {
+                "(absent)".to_owned()
+            } else {
+                compact(expected)
+            };
+            let actual = actual
+                .as_ref()
+                .map(compact)
+                .unwrap_or_else(|| "(absent)".into());
+            diff_lines(&mut out, st, &expected, &actual);
+        }
         Failure::Metadata {
             field,
             key,
@@ -264,12 +283,28 @@ pub fn render_text(report: &SuiteReport, color: bool) -> String {
         );
     }
     if !cov.denial_untested.is_empty() {
+        let rules: Vec<String> = cov
+            .denial_untested
+            .iter()
+            .map(|rule| {
+                let lines: Vec<String> = cov
+                    .untested_sites(rule)
+                    .iter()
+                    .map(|s| s.line.to_string())
+                    .collect();
+                match lines.len() {
+                    0 => rule.clone(),
+                    1 => format!("{rule} (line {})", lines[0]),
+                    _ => format!("{rule} (lines {})", lines.join(", ")),
+                }
+            })
+            .collect();
         let _ = writeln!(
             out,
             "{}",
             st.yellow(&format!(
                 "coverage hint: no case triggered the deny/throw of rule(s): {}",
-                cov.denial_untested.join(", ")
+                rules.join(", ")
             ))
         );
     }
@@ -320,6 +355,8 @@ pub fn render_json(report: &SuiteReport) -> Value {
                     "id_token": o.id_token,
                     "scope": o.scope,
                     "warnings": o.warnings,
+                    "user": o.user,
+                    "metadata": o.metadata,
                 })),
             })
         })
@@ -336,6 +373,25 @@ pub fn render_json(report: &SuiteReport) -> Value {
         "skipped": report.skipped,
         "coverage": report.coverage,
     })
+}
+
+/// The rules' line coverage as an lcov tracefile: one record per enabled rule (`SF:` its file,
+/// `DA:line,hits` for each line that holds a statement, `LF`/`LH` the lines found and hit).
+/// Empty records for a set built without coverage.
+pub fn render_lcov(report: &SuiteReport) -> String {
+    let mut out = String::new();
+    for rule in &report.coverage.rules {
+        let _ = writeln!(out, "TN:{}", rule.rule);
+        let _ = writeln!(out, "SF:{}", rule.file.display());
+        for l in &rule.lines {
+            let _ = writeln!(out, "DA:{},{}", l.line, l.hits);
+        }
+        let hit = rule.lines.iter().filter(|l| l.hits > 0).count();
+        let _ = writeln!(out, "LF:{}", rule.lines.len());
+        let _ = writeln!(out, "LH:{hit}");
+        out.push_str("end_of_record\n");
+    }
+    out
 }
 
 /// Escapes text for XML content and attribute values; drops characters XML 1.0 forbids.

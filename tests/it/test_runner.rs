@@ -361,8 +361,8 @@ fn the_coverage_hint_names_unexercised_rules_and_untested_denials() {
         "{text}"
     );
     assert!(text.contains(
-        "coverage hint: no case triggered the deny/throw of rule(s): 20-deny, 30-throw\n"
-    ));
+        "coverage hint: no case triggered the deny/throw of rule(s): 20-deny (line 1), 30-throw (line 1)\n"
+    ), "{text}");
     assert_eq!(last_line(&out), "2 passed, 0 failed");
 }
 
@@ -442,7 +442,7 @@ fn every_invalid_case_file_error_names_file_line_and_key() {
             text: "[[case]]\nname = \"one\"\nuser = { user_id = \"x\" }\n[case.expect]\ndenied = 3\n",
             line: 5,
             key: "case[0].expect.denied",
-            message: "`true` or a substring of the denial message",
+            message: "`true`, `false` or a substring of the denial message",
         },
         Invalid {
             file: "a.toml",

@@ -1,0 +1,126 @@
+//! What the rules executed, for the test runner's coverage: every statement reached (counted
+//! per rule and line) and the exact position of every statement and call reached, so a `deny`
+//! or `throw` site is known to have fired by its position, not by a text search.
+//!
+//! A rule set built with [`super::RuleSetOptions::coverage`] registers a rhai debugger that
+//! steps into every node; [`collect`] gathers what one run reached on this thread. Sets built
+//! without it (the token server's) carry no debugger and pay nothing.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rhai::debugger::{DebuggerCommand, DebuggerEvent};
+use rhai::{ASTNode, Engine, Expr, Stmt};
+
+use super::sites::line_col;
+
+/// What one or more runs reached, per rule (the rule's name is its AST's source).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hits {
+    /// Statements reached per rule and line.
+    pub lines: HashMap<String, BTreeMap<usize, u64>>,
+    /// Positions (line, column) of the statements and calls reached, per rule.
+    pub positions: HashMap<String, BTreeSet<(usize, usize)>>,
+}
+
+impl Hits {
+    /// Adds what `other` reached.
+    pub fn merge(&mut self, other: &Hits) {
+        for (rule, lines) in &other.lines {
+            let mine = self.lines.entry(rule.clone()).or_default();
+            for (line, n) in lines {
+                *mine.entry(*line).or_default() += n;
+            }
+        }
+        for (rule, positions) in &other.positions {
+            self.positions
+                .entry(rule.clone())
+                .or_default()
+                .extend(positions.iter().copied());
+        }
+    }
+
+    /// Whether the rule reached the node at `line`:`column`.
+    pub fn reached(&self, rule: &str, line: usize, column: usize) -> bool {
+        self.positions
+            .get(rule)
+            .is_some_and(|p| p.contains(&(line, column)))
+    }
+
+    /// How many statements of `rule` ran at `line`.
+    pub fn line(&self, rule: &str, line: usize) -> u64 {
+        self.lines
+            .get(rule)
+            .and_then(|l| l.get(&line))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+thread_local! {
+    /// The hits of the run being collected on this thread, if any.
+    static ACTIVE: RefCell<Option<Hits>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns what the rules reached meanwhile on this thread (nothing unless the
+/// set was built with coverage).
+pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Hits) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ACTIVE.with(|a| a.borrow_mut().take());
+        }
+    }
+    ACTIVE.with(|a| *a.borrow_mut() = Some(Hits::default()));
+    let reset = Reset;
+    let out = f();
+    let hits = ACTIVE.with(|a| a.borrow_mut().take()).unwrap_or_default();
+    drop(reset);
+    (out, hits)
+}
+
+fn record(source: Option<&str>, node: &ASTNode) {
+    let Some(rule) = source else { return };
+    let (statement, pos) = match node {
+        ASTNode::Stmt(Stmt::Block(..) | Stmt::Noop(..)) => return,
+        ASTNode::Stmt(s) => (true, s.position()),
+        ASTNode::Expr(e @ (Expr::FnCall(..) | Expr::MethodCall(..))) => (false, e.position()),
+        _ => return,
+    };
+    let (line, column) = line_col(pos);
+    if line == 0 {
+        return;
+    }
+    ACTIVE.with(|a| {
+        let mut a = a.borrow_mut();
+        let Some(hits) = a.as_mut() else { return };
+        if statement {
+            *hits
+                .lines
+                .entry(rule.to_owned())
+                .or_default()
+                .entry(line)
+                .or_default() += 1;
+        }
+        hits.positions
+            .entry(rule.to_owned())
+            .or_default()
+            .insert((line, column));
+    });
+}
+
+/// Registers the debugger that records every statement and call reached.
+pub(crate) fn register(engine: &mut Engine) {
+    // `register_debugger` is marked volatile by rhai (not deprecated); Cargo.lock pins the
+    // version and tests/it/rules_coverage.rs proves the behaviour.
+    #[allow(deprecated)]
+    engine.register_debugger(
+        |_, debugger| debugger,
+        |_, event, node, source, _| {
+            if matches!(event, DebuggerEvent::Start | DebuggerEvent::Step) {
+                record(source, &node);
+            }
+            Ok(DebuggerCommand::StepInto)
+        },
+    );
+}
