@@ -41,7 +41,8 @@ pub struct Scaffold {
     pub manifest: Option<PathBuf>,
 }
 
-/// The rule's source.
+/// The rule's source. It acts only on users with fields no other case has (`blocked`,
+/// `app_metadata.department`), so adding it leaves the folder's other cases passing.
 pub fn rule_source(name: &str) -> String {
     format!(
         r#"// {name}: say here what this rule does.
@@ -58,10 +59,12 @@ if user.blocked == true {{
 }}
 
 // Add claims: custom keys must be namespaced URLs (README "Claims and namespaces").
-let roles = user.app_metadata?.roles ?? [];
-context.accessToken[ns + "roles"] = roles;
-context.idToken[ns + "roles"] = roles;
-log("{name}: " + roles.len() + " role(s)");
+let department = user.app_metadata?.department;
+if department != () {{
+    context.accessToken[ns + "department"] = department;
+    context.idToken[ns + "department"] = department;
+    log("{name}: department " + department);
+}}
 "#
     )
 }
@@ -75,20 +78,20 @@ pub fn cases_source(name: &str) -> String {
 [defaults]
 rules = ["{name}"]                                   # run only this rule
 configuration = {{ NAMESPACE = "https://example.com/" }}
-user = {{ user_id = "auth0|1", email = "ada@example.com", email_verified = true, app_metadata = {{ roles = ["admin"] }} }}
+user = {{ user_id = "auth0|1", email = "ada@example.com", email_verified = true, app_metadata = {{ department = "sales" }} }}
 
 [[case]]
-name = "adds the user's roles to both tokens"
+name = "adds the department to both tokens"
 [case.expect]
-access_token = {{ "https://example.com/roles" = ["admin"] }}
-id_token = {{ "https://example.com/roles" = ["admin"] }}
-logs = ["1 role(s)"]
+access_token = {{ "https://example.com/department" = "sales" }}
+id_token = {{ "https://example.com/department" = "sales" }}
+logs = ["department sales"]
 
 [[case]]
-name = "a user without roles gets an empty list"
-user = {{ app_metadata = {{ roles = [] }} }}         # merged over [defaults].user
+name = "each user gets their own department"
+user = {{ app_metadata = {{ department = "engineering" }} }}   # merged over [defaults].user
 [case.expect]
-access_token = {{ "https://example.com/roles" = [] }}
+access_token = {{ "https://example.com/department" = "engineering" }}
 
 [[case]]
 name = "a blocked user is denied"

@@ -68,7 +68,10 @@ pub(crate) fn walk_function(
 ) {
     let name = def.name.clone();
     let arity = def.params.len();
-    let only = ast.clone_functions_only_filtered(|_, _, _, n, params| n == name && params == arity);
+    // `clone_functions_only_filtered` keeps every function when the AST has no statements
+    // (rhai 1.27 `Module::merge_filtered`); `retain_functions` filters.
+    let mut only = ast.clone_functions_only();
+    only.retain_functions(|_, _, n, params| n == name && params == arity);
     only.walk(&mut |path: &[ASTNode]| on_node(path));
 }
 

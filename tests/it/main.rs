@@ -25,6 +25,7 @@ mod multi_instance;
 mod namespace_rule;
 mod operations;
 mod playground;
+mod rule_authoring;
 mod rules_cache;
 mod rules_cannot_starve;
 mod rules_http;
