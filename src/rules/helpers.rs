@@ -774,7 +774,65 @@ fn register_misc(engine: &mut Engine) {
     engine.register_fn(
         "jwt_sign",
         |ctx: NativeCallContext, claims: Dynamic, key: &str, alg: &str| -> Res<String> {
-            jwt_sign(&ctx, &claims, key, alg)
+            jwt_sign(&ctx, &claims, key.as_bytes(), alg)
+        },
+    );
+    // `jwt_sign(claims, key, alg, #{ key_encoding: "base64" })`: Auth0 client secrets and
+    // many SSO secrets are base64 of random bytes (the auth0/rules `jwt` template signs with
+    // `new Buffer(secret, 'base64')`), which no text string can hold.
+    engine.register_fn(
+        "jwt_sign",
+        |ctx: NativeCallContext,
+         claims: Dynamic,
+         key: &str,
+         alg: &str,
+         options: rhai::Map|
+         -> Res<String> {
+            let name = "jwt_sign";
+            let mut encoding = "text".to_owned();
+            for (k, v) in &options {
+                match (k.as_str(), v.clone().into_string()) {
+                    ("key_encoding", Ok(e)) => encoding = e,
+                    ("key_encoding", Err(t)) => {
+                        return Err(fail(
+                            &ctx,
+                            name,
+                            format!("key_encoding must be a string, got {t}"),
+                        ))
+                    }
+                    (other, _) => {
+                        return Err(fail(
+                            &ctx,
+                            name,
+                            format!(
+                                "unknown option {}; the one option is key_encoding",
+                                quote(other)
+                            ),
+                        ))
+                    }
+                }
+            }
+            use base64::Engine as _;
+            let bytes = match encoding.as_str() {
+                "text" => key.as_bytes().to_vec(),
+                "base64" => base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(key.trim_end_matches('='))
+                    .map_err(|e| fail(&ctx, name, format!("the key is not base64: {e}")))?,
+                "base64url" => base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(key.trim_end_matches('='))
+                    .map_err(|e| fail(&ctx, name, format!("the key is not base64url: {e}")))?,
+                other => {
+                    return Err(fail(
+                        &ctx,
+                        name,
+                        format!(
+                            "key_encoding {} is not one of text, base64, base64url",
+                            quote(other)
+                        ),
+                    ))
+                }
+            };
+            jwt_sign(&ctx, &claims, &bytes, alg)
         },
     );
     engine.register_fn(
@@ -787,7 +845,7 @@ fn register_misc(engine: &mut Engine) {
 
 /// `jwt_sign(claims, key, alg)`: a compact JWS (RFC 7515 §7.1) with header
 /// `{"typ":"JWT","alg":alg}`, signed with HMAC (RFC 7518 §3.2).
-fn jwt_sign(ctx: &NativeCallContext, claims: &Dynamic, key: &str, alg: &str) -> Res<String> {
+fn jwt_sign(ctx: &NativeCallContext, claims: &Dynamic, key: &[u8], alg: &str) -> Res<String> {
     let name = "jwt_sign";
     let Some((algorithm, sig_len)) = jwt_algorithm(alg) else {
         return Err(fail(
@@ -837,12 +895,8 @@ fn jwt_sign(ctx: &NativeCallContext, claims: &Dynamic, key: &str, alg: &str) -> 
         engine: ctx.engine(),
         depth: 0,
     };
-    let token = jsonwebtoken::encode(
-        &header,
-        &json,
-        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
-    )
-    .map_err(|e| fail(ctx, name, e))?;
+    let token = jsonwebtoken::encode(&header, &json, &jsonwebtoken::EncodingKey::from_secret(key))
+        .map_err(|e| fail(ctx, name, e))?;
     fits(ctx, name, token.len())?;
     Ok(token)
 }
@@ -1204,6 +1258,62 @@ mod tests {
             "random_hex",
             &["random_hex(0)", "random_hex(1025)", "random_hex(-1)"],
         );
+    }
+
+    #[test]
+    fn jwt_sign_takes_a_base64_key() {
+        use base64::Engine as _;
+        let raw = [0xabu8, 0xcd, 0xef, 0x12, 0x34, 0x56, 0x78, 0x90, 0xff, 0x00];
+        let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+        for (enc, key) in [
+            ("base64", b64.clone()),
+            ("base64", b64.trim_end_matches('=').to_owned()),
+            (
+                "base64url",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
+            ),
+        ] {
+            let out = set_with(
+                &format!(
+                    r#"context.accessToken["{X}"] = jwt_sign(#{{ sub: "u1" }}, "{key}", "HS256", #{{ key_encoding: "{enc}" }});"#
+                ),
+                SandboxLimits::default(),
+            )
+            .run(json!({}), json!({}))
+            .unwrap();
+            let token = out.access_token[X].as_str().unwrap();
+            let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            v.required_spec_claims.clear();
+            v.validate_exp = false;
+            let data = jsonwebtoken::decode::<Value>(
+                token,
+                &jsonwebtoken::DecodingKey::from_secret(&raw),
+                &v,
+            )
+            .unwrap();
+            assert_eq!(data.claims["sub"], "u1", "{enc}");
+        }
+        for (opts, want) in [
+            (r#"#{ key_encoding: "hex" }"#, "is not one of"),
+            (r#"#{ encoding: "base64" }"#, "unknown option"),
+        ] {
+            let err = set_with(
+                &format!(r#"jwt_sign(#{{}}, "a2V5", "HS256", {opts});"#),
+                SandboxLimits::default(),
+            )
+            .run(json!({}), json!({}))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        let err = set_with(
+            r#"jwt_sign(#{}, "!!!", "HS256", #{ key_encoding: "base64" });"#,
+            SandboxLimits::default(),
+        )
+        .run(json!({}), json!({}))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not base64"), "{err}");
     }
 
     #[test]
