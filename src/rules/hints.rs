@@ -105,7 +105,8 @@ const JS_RESERVED: &[(&str, &str)] = &[
 ];
 
 const FUNCTION_HINT: &str = "declare a function with `fn name(a, b) { … }`; the body of an Auth0 rule goes at the top level of the file, without the `function (user, context, callback) { … }` wrapper";
-const CALLBACK_HINT: &str = "a rule has no callback: it just ends; `deny(\"message\")` refuses the login";
+const CALLBACK_HINT: &str =
+    "a rule has no callback: it just ends; `deny(\"message\")` refuses the login";
 const ARROW_HINT: &str = "closures are written `|x| x * 2` (or `|x| { … }`), not `x => …`";
 const MAP_HINT: &str = "map literals are written `#{ key: value }`, not `{ key: value }`";
 const PREFIX: &str = "rules are Rhai, not JavaScript";
@@ -266,7 +267,9 @@ fn runtime_hint(message: &str) -> Option<String> {
             return Some(hint);
         }
         if args.starts_with("()") {
-            return Some("it was called on `()`, a missing field? (`x?.f()` or `x ?? default`)".into());
+            return Some(
+                "it was called on `()`, a missing field? (`x?.f()` or `x ?? default`)".into(),
+            );
         }
         return None;
     }
@@ -318,8 +321,14 @@ mod tests {
     #[test]
     fn javascript_parse_errors_get_their_hint() {
         for (src, hint) in [
-            ("function rule(user, context, callback) {\n}", "`fn name(a, b) { … }`"),
-            ("function (user, context, callback) {\n}", "without the `function (user, context, callback) { … }` wrapper"),
+            (
+                "function rule(user, context, callback) {\n}",
+                "`fn name(a, b) { … }`",
+            ),
+            (
+                "function (user, context, callback) {\n}",
+                "without the `function (user, context, callback) { … }` wrapper",
+            ),
             ("let x = 'https://example.com';", "double quotes, \"…\""),
             ("if user.a === 1 { }", "write `==`"),
             ("if user.a !== 1 { }", "write `!=`"),
@@ -353,17 +362,19 @@ mod tests {
     fn runtime_errors_get_their_hint() {
         assert!(with_runtime_hint("Function not found: ! (())".into())
             .ends_with("write `x != true` (true when missing or false))"));
-        assert!(
-            with_runtime_hint("Function not found: indexOf ((), &str | ImmutableString | String)".into())
-                .contains("`indexOf` is JavaScript; use `index_of`")
-        );
+        assert!(with_runtime_hint(
+            "Function not found: indexOf ((), &str | ImmutableString | String)".into()
+        )
+        .contains("`indexOf` is JavaScript; use `index_of`"));
         assert!(with_runtime_hint(
             "Unknown property 'length' - a getter is not registered for type 'string'".into()
         )
         .contains("use `.len()`"));
-        assert!(with_runtime_hint("Variable not found: user".into())
-            .contains("pass `user` in"));
-        assert_eq!(with_runtime_hint("Division by zero".into()), "Division by zero");
+        assert!(with_runtime_hint("Variable not found: user".into()).contains("pass `user` in"));
+        assert_eq!(
+            with_runtime_hint("Division by zero".into()),
+            "Division by zero"
+        );
     }
 
     #[test]
@@ -374,8 +385,13 @@ mod tests {
             .into_iter()
             .collect();
         for (js, hint) in JS_FUNCTIONS {
-            let Some(rest) = hint.strip_prefix("use `") else { continue };
-            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let Some(rest) = hint.strip_prefix("use `") else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
             // Keywords rather than functions.
             if name.is_empty() || ["for", "import", "type_of"].contains(&name.as_str()) {
                 continue;

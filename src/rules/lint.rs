@@ -106,7 +106,10 @@ fn known_functions(engine: &Engine) -> HashSet<String> {
 
 /// The public functions of each module under `lib/`, by import path (`lib/x`); a module that
 /// does not compile is left out (loading reports it).
-fn module_functions(engine: &Engine, contents: &FolderContents) -> HashMap<String, HashSet<String>> {
+fn module_functions(
+    engine: &Engine,
+    contents: &FolderContents,
+) -> HashMap<String, HashSet<String>> {
     contents
         .lib
         .iter()
@@ -194,11 +197,11 @@ fn lint_rule(
         match path.last() {
             Some(ASTNode::Stmt(Stmt::FnCall(f, pos)))
             | Some(ASTNode::Expr(Expr::FnCall(f, pos)))
-            | Some(ASTNode::Expr(Expr::MethodCall(f, pos))) => {
-                if !f.is_operator_call() && rhai::is_valid_identifier(&f.name) {
-                    let namespace = (!f.namespace.is_empty()).then(|| f.namespace.root().to_owned());
-                    calls.push((f.name.to_string(), namespace, *pos));
-                }
+            | Some(ASTNode::Expr(Expr::MethodCall(f, pos)))
+                if !f.is_operator_call() && rhai::is_valid_identifier(&f.name) =>
+            {
+                let namespace = (!f.namespace.is_empty()).then(|| f.namespace.root().to_owned());
+                calls.push((f.name.to_string(), namespace, *pos));
             }
             Some(ASTNode::Expr(Expr::Property(p, pos))) => {
                 if let Some(hint) = super::hints::js_property(&p.2) {
@@ -220,7 +223,9 @@ fn lint_rule(
             continue;
         }
         if let Some(alias) = namespace {
-            let Some(module) = imports.get(&alias) else { continue };
+            let Some(module) = imports.get(&alias) else {
+                continue;
+            };
             let Some(fns) = lib.get(module) else { continue };
             if !fns.contains(&name) {
                 report(
@@ -348,7 +353,7 @@ mod tests {
 
     #[test]
     fn closest_ignores_case_and_underscores_first() {
-        let known = vec!["sub_string".to_string(), "split".to_string()];
+        let known = ["sub_string".to_string(), "split".to_string()];
         assert_eq!(closest("zzz", known.iter()), None);
         assert_eq!(closest("SubString", known.iter()), Some("sub_string"));
         assert_eq!(closest("splt", known.iter()), Some("split"));

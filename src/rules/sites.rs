@@ -284,6 +284,9 @@ mod tests {
     #[test]
     fn statement_lines_leave_out_blank_and_comment_lines() {
         let ast = compile("// c\nlet a = 1;\n\nif a == 1 {\n  a = 2;\n}\n");
-        assert_eq!(statement_lines(&ast).into_iter().collect::<Vec<_>>(), [2, 4, 5]);
+        assert_eq!(
+            statement_lines(&ast).into_iter().collect::<Vec<_>>(),
+            [2, 4, 5]
+        );
     }
 }

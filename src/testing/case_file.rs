@@ -74,7 +74,10 @@ struct RawExpect {
 }
 
 /// `over` merged deeply over `base` (objects merge, other values replace).
-fn merged(base: &Option<Map<String, Value>>, over: Option<Map<String, Value>>) -> Option<Map<String, Value>> {
+fn merged(
+    base: &Option<Map<String, Value>>,
+    over: Option<Map<String, Value>>,
+) -> Option<Map<String, Value>> {
     match (base, over) {
         (None, over) => over,
         (Some(b), None) => Some(b.clone()),

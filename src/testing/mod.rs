@@ -602,7 +602,12 @@ fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 /// Checks `expect.user`: each key's value, recursing into tables (see [`Expect::user`]).
-fn check_user(want: &Map<String, Value>, actual: &Value, prefix: &str, failures: &mut Vec<Failure>) {
+fn check_user(
+    want: &Map<String, Value>,
+    actual: &Value,
+    prefix: &str,
+    failures: &mut Vec<Failure>,
+) {
     for (key, expected) in want {
         let path = format!("{prefix}{key}");
         let got = field(actual, key).filter(|v| !v.is_null());

@@ -111,7 +111,9 @@ fn check_knows_every_registered_helper_and_suggests_near_names() {
     let err = stderr(&out);
     assert!(!err.contains("10-helpers.rhai"), "{err}");
     assert!(
-        err.contains("error: ./20-typo.rhai:2:6: unknown function `starts_wth`: did you mean `starts_with`?"),
+        err.contains(
+            "error: ./20-typo.rhai:2:6: unknown function `starts_wth`: did you mean `starts_with`?"
+        ),
         "{err}"
     );
     assert_eq!(out.status.code(), Some(1));
@@ -165,8 +167,9 @@ fn a_script_function_sees_configuration_but_check_flags_user_and_context() {
         .run(json!({"user_id": "a"}), json!({}))
         .expect_err("no user in a fn");
     assert!(
-        err.to_string()
-            .contains("a script function sees only its arguments (and `configuration`): pass `user` in"),
+        err.to_string().contains(
+            "a script function sees only its arguments (and `configuration`): pass `user` in"
+        ),
         "{err}"
     );
 }
@@ -187,7 +190,10 @@ fn calls_into_lib_modules_are_checked_against_the_module() {
         err.contains("./10-use.rhai:3:12: unknown function `u::whisper`: module \"lib/util\" has no public `fn whisper`"),
         "{err}"
     );
-    assert!(err.contains("./10-use.rhai:4:12: unknown function `u::hidden`"), "{err}");
+    assert!(
+        err.contains("./10-use.rhai:4:12: unknown function `u::hidden`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -261,12 +267,10 @@ fn not_on_a_missing_field_says_to_compare_with_true() {
 
 #[test]
 fn a_claim_without_a_json_form_names_the_rule_and_the_line_of_the_assignment() {
-    let err = set(
-        "let ns = configuration.NS;\n\
+    let err = set("let ns = configuration.NS;\n\
          let ok = 1;\n\
          context.accessToken[ns + \"ok\"] = ok;\n\
-         context.idToken[\"https://n.example/f\"] = |x| x;\n",
-    )
+         context.idToken[\"https://n.example/f\"] = |x| x;\n")
     .run(json!({"user_id": "a"}), json!({}))
     .expect_err("closure");
     assert_eq!(
@@ -282,7 +286,14 @@ fn a_claim_without_a_json_form_names_the_rule_and_the_line_of_the_assignment() {
         .run(json!({"user_id": "a"}), json!({}))
         .expect_err("timestamp");
     assert!(
-        matches!(err, RuleError::Script { line: 2, column: 1, .. }),
+        matches!(
+            err,
+            RuleError::Script {
+                line: 2,
+                column: 1,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = set("let x = 1;\nuser.f = || 1;\n")
@@ -312,9 +323,13 @@ fn a_platform_field_fails_the_login_closed_unless_rules_toml_ignores_it() {
     );
     assert!(!err.is_denial(), "a rule error: server_error, no token");
     // A login that does not set it is not affected, nor is a field the input already had.
-    set.run(json!({"user_id": "b"}), json!({})).expect("no MFA asked");
-    set.run(json!({"user_id": "b"}), json!({"sso": {"with_auth0": false}}))
-        .expect("input field kept as is");
+    set.run(json!({"user_id": "b"}), json!({}))
+        .expect("no MFA asked");
+    set.run(
+        json!({"user_id": "b"}),
+        json!({"sso": {"with_auth0": false}}),
+    )
+    .expect("input field kept as is");
     for field in ["redirect", "samlConfiguration", "sso", "primaryUser"] {
         let rule = format!("context[\"{field}\"] = #{{ url: \"https://a.example/\" }};");
         let err = RuleSet::from_sources(vec![("r".into(), rule)], json!({}), Default::default())
@@ -322,7 +337,8 @@ fn a_platform_field_fails_the_login_closed_unless_rules_toml_ignores_it() {
             .run(json!({"user_id": "a"}), json!({}))
             .expect_err(field);
         assert!(
-            err.to_string().contains(&format!("context.{field} is an Auth0 platform field")),
+            err.to_string()
+                .contains(&format!("context.{field} is an Auth0 platform field")),
             "{err}"
         );
     }
@@ -331,7 +347,8 @@ fn a_platform_field_fails_the_login_closed_unless_rules_toml_ignores_it() {
     let out = claimrules(dir.path(), &["check", "."]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stderr(&out).contains("warning: ./10-mfa.rhai:2:5: context.multifactor is an Auth0 platform field"),
+        stderr(&out)
+            .contains("warning: ./10-mfa.rhai:2:5: context.multifactor is an Auth0 platform field"),
         "{}",
         stderr(&out)
     );
@@ -391,7 +408,10 @@ async fn run_test_and_the_server_start_from_the_same_default_context() {
         .collect();
     want.sort();
     assert_eq!(run_keys, json!(want));
-    assert_eq!(run["id_token"]["https://n.example/client"], json!("Test client"));
+    assert_eq!(
+        run["id_token"]["https://n.example/client"],
+        json!("Test client")
+    );
 
     // The test runner: the same keys.
     let case = Case::new("default context")
@@ -411,7 +431,10 @@ async fn run_test_and_the_server_start_from_the_same_default_context() {
     let server_keys: Vec<String> =
         serde_json::from_value(claims["https://n.example/keys"].clone()).expect("keys");
     for key in &want {
-        assert!(server_keys.contains(key), "server context lacks {key}: {server_keys:?}");
+        assert!(
+            server_keys.contains(key),
+            "server context lacks {key}: {server_keys:?}"
+        );
     }
     server.stop();
 }
@@ -442,13 +465,22 @@ scope = "openid"
         ),
     ]);
     let out = claimrules(dir.path(), &["test", "."]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 #[test]
 fn defaults_apply_to_every_case_and_denied_false_overrides_them() {
     let dir = folder(&[
-        ("10-a.rhai", "context.idToken[\"https://n.example/a\"] = 1;\n"),
+        (
+            "10-a.rhai",
+            "context.idToken[\"https://n.example/a\"] = 1;\n",
+        ),
         (
             "20-gate.rhai",
             "if user.app_metadata?.blocked == true { deny(\"blocked\"); }\n",
@@ -487,9 +519,15 @@ id_token = { "https://n.example/a" = 1 }
     assert_eq!(cases.len(), 3);
     assert_eq!(cases[0].rules, Some(vec!["20-gate".to_string()]));
     assert_eq!(cases[1].now, Some(1_700_000_000));
-    assert_eq!(cases[1].configuration, Some(json!({"X": 1}).as_object().cloned().unwrap_or_default()));
+    assert_eq!(
+        cases[1].configuration,
+        Some(json!({"X": 1}).as_object().cloned().unwrap_or_default())
+    );
     assert_eq!(cases[1].expect.denied, None);
-    assert_eq!(cases[2].rules, Some(vec!["10-a".to_string(), "20-gate".to_string()]));
+    assert_eq!(
+        cases[2].rules,
+        Some(vec!["10-a".to_string(), "20-gate".to_string()])
+    );
     let report = suite.run();
     assert!(
         report.success(),
@@ -514,7 +552,8 @@ id_token = { "https://n.example/a" = 1 }
 
 #[test]
 fn expect_user_checks_dotted_paths_and_tables_and_shows_the_final_user() {
-    let rule = "user.app_metadata.plan = \"pro\";\nuser.nickname = \"ada\";\nuser.tags = [\"x\"];\n";
+    let rule =
+        "user.app_metadata.plan = \"pro\";\nuser.nickname = \"ada\";\nuser.tags = [\"x\"];\n";
     let dir = folder(&[
         ("10-user.rhai", rule),
         (
@@ -543,7 +582,10 @@ user = { "app_metadata.plan" = "free", "app_metadata.missing" = 1 }
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(text.contains("PASS  user.toml: dotted paths"), "{text}");
-    assert!(text.contains("PASS  user.toml: a table lists the fields it checks"), "{text}");
+    assert!(
+        text.contains("PASS  user.toml: a table lists the fields it checks"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "    user field \"app_metadata.plan\":\n      - expected: \"free\"\n      + actual:   \"pro\"\n"
@@ -589,11 +631,18 @@ user = { "app_metadata.plan" = "free", "app_metadata.missing" = 1 }
     .expect("write");
     let out = claimrules(dir.path(), &["test", "."]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("key `case[0].user`: `expect.user` cannot be checked"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("key `case[0].user`: `expect.user` cannot be checked"),
+        "{}",
+        stderr(&out)
+    );
 }
 
-/// Parses an lcov tracefile into (SF, [(line, hits)], LF, LH) records.
-fn parse_lcov(text: &str) -> Vec<(String, Vec<(usize, u64)>, usize, usize)> {
+/// One lcov record: SF, the DA (line, hits) pairs, LF and LH.
+type LcovRecord = (String, Vec<(usize, u64)>, usize, usize);
+
+/// Parses an lcov tracefile into its records.
+fn parse_lcov(text: &str) -> Vec<LcovRecord> {
     let mut records = Vec::new();
     let (mut sf, mut da, mut lf, mut lh) = (String::new(), Vec::new(), 0, 0);
     for line in text.lines() {
@@ -635,7 +684,9 @@ fn coverage_is_by_position_with_a_line_table_and_an_lcov_file() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("coverage hint: no case triggered the deny/throw of rule(s): 20-two (line 5)\n"),
+        text.contains(
+            "coverage hint: no case triggered the deny/throw of rule(s): 20-two (line 5)\n"
+        ),
         "{text}"
     );
     assert!(!text.contains("10-comment"), "{text}");
@@ -689,8 +740,18 @@ fn new_writes_a_rule_and_cases_that_pass_at_once() {
         "wrote my-rules/60-first.rhai\nwrote my-rules/tests/60-first.toml\nnext: claimrules test my-rules\n"
     );
     let out = claimrules(dir.path(), &["test", "my-rules"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).ends_with("3 passed, 0 failed\n"), "{}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).ends_with("3 passed, 0 failed\n"),
+        "{}",
+        stdout(&out)
+    );
     assert!(!stdout(&out).contains("coverage hint"), "{}", stdout(&out));
     let out = claimrules(dir.path(), &["check", "my-rules"]);
     assert_eq!(stdout(&out), "1 rules ok\n", "{}", stderr(&out));
@@ -698,7 +759,11 @@ fn new_writes_a_rule_and_cases_that_pass_at_once() {
     // Twice: refused, nothing overwritten.
     let out = claimrules(dir.path(), &["new", "60-first", "--rules", "my-rules"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("60-first.rhai exists already"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("60-first.rhai exists already"),
+        "{}",
+        stderr(&out)
+    );
     let out = claimrules(dir.path(), &["new", "../x", "--rules", "my-rules"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("\"../x\" is not a rule name"));
@@ -708,19 +773,29 @@ fn new_writes_a_rule_and_cases_that_pass_at_once() {
 fn new_lists_the_rule_in_rules_toml_and_passes_next_to_the_sample_rules() {
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = dir.path().join("rules");
-    copy_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"), &rules);
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &rules,
+    );
     let out = claimrules(dir.path(), &["new", "60-extra"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).contains("listed 60-extra last in rules/rules.toml"));
     let manifest = std::fs::read_to_string(rules.join("rules.toml")).expect("manifest");
-    assert!(manifest.ends_with("\n[[rule]]\nname = \"60-extra\"\n"), "{manifest}");
+    assert!(
+        manifest.ends_with("\n[[rule]]\nname = \"60-extra\"\n"),
+        "{manifest}"
+    );
     let set = RuleSet::load(&rules).expect("loads");
     assert_eq!(set.names().last().map(String::as_str), Some("60-extra"));
     let out = claimrules(dir.path(), &["test"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     let out = claimrules(dir.path(), &["new", "10-add-roles"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("10-add-roles.rhai exists already"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("10-add-roles.rhai exists already"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
