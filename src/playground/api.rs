@@ -30,7 +30,7 @@ use super::paths::{self, PathError};
 use super::pipeline::{self, ErrorReport, PipelineError, RunReport};
 use super::Playground;
 use crate::rules::read_folder;
-use crate::testing::{default_context, TestSuite};
+use crate::testing::TestSuite;
 
 /// Errors of the API, each with its HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +46,7 @@ pub enum ApiError {
     Path(#[from] PathError),
     /// The rule does not compile (nothing was written).
     #[error("{}", .0.text)]
-    Compile(ErrorReport),
+    Compile(Box<ErrorReport>),
     /// The file changed on disk since the page read it.
     #[error("{0} changed on disk since you opened it (reload it, or save again to overwrite)")]
     Conflict(String),
@@ -92,7 +92,7 @@ impl IntoResponse for ApiError {
             ApiError::Path(_) => (StatusCode::BAD_REQUEST, json!({"kind": "path"})),
             ApiError::Compile(report) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::to_value(report).unwrap_or_default(),
+                serde_json::to_value(&**report).unwrap_or_default(),
             ),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({"kind": "conflict"})),
             ApiError::Case(CaseError::Duplicate(_)) => {
@@ -205,7 +205,7 @@ pub async fn save_rule(
         let dir = &pg2.dir;
         let (path, name, _) = pipeline::rule_path(dir, &req.file)?;
         if let Some(err) = pipeline::check_rule(dir, &req.file, &req.source)? {
-            return Err(ApiError::Compile(err));
+            return Err(ApiError::Compile(Box::new(err)));
         }
         let _guard = pg2
             .write_lock
@@ -276,12 +276,12 @@ pub fn default_user() -> Value {
 /// The context the page starts with: the test runner's default, asking for `openid profile
 /// email` so that an ID token is issued.
 pub fn page_context() -> Value {
-    let mut c = default_context();
-    c.insert(
+    let mut ask = Map::new();
+    ask.insert(
         "request".into(),
-        json!({ "query": { "scope": "openid profile email" }, "body": {} }),
+        json!({ "query": { "scope": "openid profile email" } }),
     );
-    Value::Object(c)
+    pipeline::shown_context(&ask, None)
 }
 
 /// The fixture objects under `tests/fixtures/` (two levels), for the pickers.
@@ -334,7 +334,7 @@ pub async fn inputs(State(pg): State<Arc<Playground>>) -> Result<Json<Value>, Ap
                             "name": c.name,
                             "file": c.file.as_deref().map(|f| paths::rule_file(&dir.join("tests"), f)),
                             "user": c.user,
-                            "context": pipeline::full_context(&given.unwrap_or_default()),
+                            "context": pipeline::shown_context(&given.unwrap_or_default(), c.now),
                         })
                     })
                     .collect(),

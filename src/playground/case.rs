@@ -302,7 +302,7 @@ pub fn save(
     let set = RuleSet::load(dir)?;
     let now = unix_now();
     let trace = pipeline::run_set(&set, user, context, Some(now));
-    let requested = pipeline::requested_scope(&pipeline::full_context(context));
+    let requested = crate::testing::requested_scope(&pipeline::full_context(context, Some(now)));
     let expect = expectations(&trace, requested)?;
 
     let _guard = lock

@@ -19,7 +19,7 @@ use crate::rules::{
     read_folder, FolderContents, LoadError, MetadataUpdates, Outcome, RuleError, RuleSet,
     RuleSetOptions, RunOptions, Trace,
 };
-use crate::testing::default_context;
+use crate::testing::{case_context, default_context, requested_scope};
 
 /// The `iss` of the playground's tokens (`.invalid` is reserved by RFC 2606 §2).
 pub const PLAYGROUND_ISSUER: &str = "https://playground.invalid/";
@@ -102,24 +102,28 @@ pub fn folder_with(
     Ok(Ok(contents))
 }
 
-/// The context a run uses: the given keys over [`default_context`] (as a test case's).
-pub fn full_context(given: &Map<String, Value>) -> Map<String, Value> {
-    let mut context = default_context();
-    context.extend(given.iter().map(|(k, v)| (k.clone(), v.clone())));
-    context
+/// The context a run uses: the given context merged over the default exactly as the test
+/// runner merges a case's ([`case_context`]), the clock pinned when `now` is given.
+pub fn full_context(given: &Map<String, Value>, now: Option<i64>) -> Map<String, Value> {
+    case_context(Some(&Value::Object(given.clone())), now)
 }
 
-/// The scope the app asked for: `request.query.scope`, else `request.body.scope` (as the test
-/// runner reads it).
-pub fn requested_scope(context: &Map<String, Value>) -> Option<Vec<String>> {
-    let request = context.get("request")?;
-    ["query", "body"].iter().find_map(|part| {
-        request
-            .get(part)?
-            .get("scope")?
-            .as_str()
-            .map(|s| s.split_whitespace().map(str::to_owned).collect())
-    })
+/// `value` without the `null`s that the default context also holds (or lacks) at the same
+/// place: merged over the default they change nothing, and TOML cannot write them.
+pub fn without_default_nulls(value: &mut Value, default: &Value) {
+    if let Value::Object(m) = value {
+        m.retain(|k, v| !(v.is_null() && default.get(k).is_none_or(Value::is_null)));
+        for (k, v) in m.iter_mut() {
+            without_default_nulls(v, default.get(k).unwrap_or(&Value::Null));
+        }
+    }
+}
+
+/// The context as the page shows it: [`full_context`] without the default's `null`s.
+pub fn shown_context(given: &Map<String, Value>, now: Option<i64>) -> Value {
+    let mut v = Value::Object(full_context(given, now));
+    without_default_nulls(&mut v, &Value::Object(default_context()));
+    v
 }
 
 /// Runs the set on the inputs as a test case would, the clock pinned when `now` is given.
@@ -136,7 +140,7 @@ pub fn run_set(
     };
     set.run_with(
         Value::Object(user.clone()),
-        Value::Object(full_context(context)),
+        Value::Object(full_context(context, now)),
         &opts,
     )
 }
@@ -293,15 +297,15 @@ impl Signer {
         client.name = str_of("clientName");
         let api = str_of("audience").map(ApiConfig::new);
         let requested = requested_scope(context).unwrap_or_default();
-        let mut req =
-            TokenRequest::new(&client, Value::Object(user.clone())).scopes(requested.clone());
+        let mut req = TokenRequest::for_client(&client, Value::Object(user.clone()))
+            .scopes(requested.clone());
         if let Some(api) = &api {
             req = req.api(api);
         }
         if str_of("protocol").as_deref() == Some(Protocol::RefreshToken.as_str()) {
             req.protocol = Protocol::RefreshToken;
         }
-        req.request = context.get("request").cloned().unwrap_or_else(|| json!({}));
+        req.request = Some(context.get("request").cloned().unwrap_or_else(|| json!({})));
         req.session_id = str_of("sessionID");
         if let Some(n) = context
             .get("stats")
@@ -476,8 +480,9 @@ pub fn report(
     user: &Map<String, Value>,
     context: &Map<String, Value>,
     signer: &Signer,
+    now: Option<i64>,
 ) -> RunReport {
-    let full = full_context(context);
+    let full = full_context(context, now);
     let warnings = match &trace.result {
         Ok(out) => out.warnings.clone(),
         Err(_) => Vec::new(),
@@ -585,7 +590,7 @@ pub fn run(
         Err(e) => return Ok(compile_failure(dir, Some(&contents), &e)),
     };
     let trace = run_set(&set, user, context, None);
-    Ok(report(dir, &set, trace, user, context, signer))
+    Ok(report(dir, &set, trace, user, context, signer, None))
 }
 
 /// The compile errors of one rule with `source` in place of its file (a disabled rule is
@@ -630,6 +635,13 @@ mod tests {
         let two = "deny(\"a\");\n// deny(\"b\") in a comment\nthrow \"b\";\n";
         assert_eq!(locate_denial(two, "b"), Some((3, 1)));
         assert_eq!(locate_denial(two, "c"), None);
+    }
+
+    #[test]
+    fn nulls_the_default_also_has_are_left_out() {
+        let mut v = json!({"a": null, "b": {"c": null, "d": 1}, "e": null});
+        without_default_nulls(&mut v, &json!({"a": null, "b": {"c": 2}}));
+        assert_eq!(v, json!({"b": {"c": null, "d": 1}}));
     }
 
     #[test]

@@ -212,8 +212,9 @@ pub fn merge_deep(base: &mut Value, over: &Value) {
 }
 
 /// The context a case runs with: the default (its authentication time at `now` when the case
-/// pins the clock) with the case's context merged deeply over it.
-fn case_context(given: Option<&Value>, now: Option<i64>) -> Map<String, Value> {
+/// pins the clock) with the case's context merged deeply over it. Public so that tools which
+/// record cases (`claimrules playground`) run inputs exactly as the runner will.
+pub fn case_context(given: Option<&Value>, now: Option<i64>) -> Map<String, Value> {
     let mut context = Context::default();
     if let Some(now) = now {
         context = context.authentication_methods([("pwd", now)]);
@@ -635,7 +636,7 @@ fn denied_suffix(d: &Denied) -> String {
 
 /// The scope the app asked for (authorize query, else refresh body): what the token gets when
 /// no rule rewrites it.
-fn requested_scope(context: &Map<String, Value>) -> Option<Vec<String>> {
+pub fn requested_scope(context: &Map<String, Value>) -> Option<Vec<String>> {
     let request = context.get("request")?;
     ["query", "body"].iter().find_map(|part| {
         request

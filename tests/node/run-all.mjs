@@ -2,7 +2,7 @@
 // beforehand: `cargo build --release --bin claimrules --examples`; this script builds nothing),
 // stops every process it started, and exits non-zero on any failure.
 //
-//   node run-all.mjs [NAME...]      # NAME: jose, openid-client, browser (default: all)
+//   node run-all.mjs [NAME...]      # NAME: jose, openid-client, browser, playground (default: all)
 //
 // Process logs go to test-artifacts/logs/, screenshots to test-artifacts/.
 
@@ -15,6 +15,7 @@ const TESTS = [
   ['jose', './jose.test.mjs'],
   ['openid-client', './openid-client.test.mjs'],
   ['browser', './browser.test.mjs'],
+  ['playground', './playground.test.mjs'],
 ];
 /** Bound on one test, processes' start-up included. */
 const TEST_TIMEOUT_MS = 180_000;

@@ -45,6 +45,7 @@ function notify(message, kind = 'info', action) {
   const box = $('notices');
   const item = el('p', { class: `notice notice-${kind}` }, message);
   if (action) item.append(' ', el('button', { type: 'button', onclick: () => { item.remove(); action.run(); } }, action.label));
+  item.append(' ', el('button', { type: 'button', class: 'dismiss', 'aria-label': 'Dismiss this message', onclick: () => item.remove() }, '×'));
   box.prepend(item);
   while (box.children.length > 4) box.lastChild.remove();
   if (kind === 'info') setTimeout(() => item.remove(), 8000);
@@ -196,6 +197,8 @@ function scopeView(scope) {
 
 function renderReport(r) {
   state.report = r;
+  // How many results the page has shown (tests wait for the next one).
+  document.body.dataset.runs = String(Number(document.body.dataset.runs ?? 0) + 1);
   const labels = { ok: 'ok', denied: 'denied', error: 'rule error', compile_error: 'does not compile' };
   setStatus(r.status, labels[r.status] ?? r.status);
   const box = $('error-box');
