@@ -13,7 +13,7 @@ import { chromium } from 'playwright-core';
 import { ARTIFACTS, BIN, ROOT, freePort, startProcess, stopProcess, tempDir, waitFor } from './lib/harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-// NOTES.md: without these Chromium tries outside hosts it cannot reach from these machines.
+// The flags of browser.test.mjs: without them Chromium tries outside hosts it cannot reach here.
 const CHROMIUM_ARGS = [
   '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
   '--disable-component-update', '--disable-sync',
