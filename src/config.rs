@@ -163,6 +163,11 @@ pub struct HooksSection {
     /// Environment variable holding Okta's Authorization header value.
     #[serde(default)]
     pub okta_authorization_env: Option<String>,
+    /// Serve a hook that has no secret without authentication to callers on this machine
+    /// (loopback bind, loopback peer and `Host`, no proxy headers). Off by default: a hook with
+    /// no secret answers 404.
+    #[serde(default)]
+    pub insecure_loopback: bool,
 }
 
 /// `[login]`: throttling of password logins (see `crate::server::throttle`) and the threads
@@ -482,12 +487,31 @@ impl Config {
                 c.client_secret = Some(v);
             }
             for uri in &c.redirect_uris {
-                url::Url::parse(uri).map_err(|e| {
+                let parsed = url::Url::parse(uri).map_err(|e| {
                     invalid(format!(
                         "client {:?}: redirect_uri {uri:?} is not an absolute URL: {e}",
                         c.client_id
                     ))
                 })?;
+                // RFC 6749 §3.1.2: "The endpoint URI MUST NOT include a fragment component";
+                // the response parameters would otherwise land inside the fragment.
+                if uri.contains('#') {
+                    return Err(invalid(format!(
+                        "client {:?}: redirect_uri {uri:?} has a fragment (#…), which RFC 6749 \
+                         §3.1.2 forbids",
+                        c.client_id
+                    )));
+                }
+                // RFC 6749 §3.1.2.1 / RFC 9700 §2.6: codes must not travel over plain http,
+                // except to this machine (RFC 8252 §7.3 loopback redirects).
+                if parsed.scheme() == "http" && !is_loopback_url(&parsed) {
+                    tracing::warn!(
+                        client_id = %c.client_id,
+                        redirect_uri = %uri,
+                        "redirect_uri is plain http to another machine: authorization codes \
+                         would cross the network unencrypted; use https"
+                    );
+                }
             }
             for g in &c.grant_types {
                 if g != "authorization_code" && g != "refresh_token" {
@@ -567,6 +591,20 @@ impl Config {
         url::Url::parse(&self.issuer)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
+    }
+}
+
+/// Whether `url`'s host is this machine: `localhost` (or a name under `.localhost`), a
+/// loopback IPv4 address or `[::1]`.
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => {
+            let d = d.to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 

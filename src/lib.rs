@@ -78,6 +78,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod hooks;
 pub mod issuer;
+pub mod logging;
 pub mod model;
 pub mod password;
 pub mod playground;

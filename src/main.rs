@@ -12,6 +12,11 @@ use claimrules::testing::{
     color_enabled, render_json, render_junit, render_text, NamespaceMode, SuiteOptions, TestSuite,
 };
 
+/// Counts what each rule run allocates, so the sandbox's memory budget is enforced
+/// (`claimrules::rules::RunAllocator`: the system allocator plus thread-local bookkeeping).
+#[global_allocator]
+static ALLOC: claimrules::rules::RunAllocator = claimrules::rules::RunAllocator;
+
 /// Exit code for usage and configuration errors.
 const EXIT_USAGE: u8 = 2;
 
@@ -98,6 +103,9 @@ enum Command {
         /// Do not reload the rules when their files change.
         #[arg(long)]
         no_watch: bool,
+        /// Log line format on stderr: `text`, or `json` (one object per line, for log shippers).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
     },
     /// Serves a local page to edit rules and see their tokens as you type (loopback only; the
     /// printed URL carries the access token).
@@ -194,13 +202,17 @@ fn main() -> ExitCode {
             rules,
             data,
             no_watch,
-        } => serve(claimrules::serve::ServeOptions {
-            config,
-            addr: Some(addr),
-            rules,
-            data,
-            no_watch,
-        }),
+            log_format,
+        } => serve(
+            log_format.parse().unwrap_or_default(),
+            claimrules::serve::ServeOptions {
+                config,
+                addr: Some(addr),
+                rules,
+                data,
+                no_watch,
+            },
+        ),
         Command::Playground { rules, addr } => playground(rules, addr),
         Command::HashPassword => hash_password(),
         Command::Keys {
@@ -215,6 +227,7 @@ fn main() -> ExitCode {
 }
 
 fn keys_rotate(config: Option<PathBuf>, data: Option<PathBuf>, delay: i64) -> ExitCode {
+    owner_only_files();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -260,15 +273,28 @@ fn return_large_allocations_to_the_os() {
     }
 }
 
-fn serve(opts: claimrules::serve::ServeOptions) -> ExitCode {
+/// Everything the server creates is for its own user only (`umask 077`): a second line of
+/// defence behind the explicit modes of `claimrules::datadir`, for any file a future change or a
+/// library might create.
+fn owner_only_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only changes this process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+fn serve(
+    log_format: claimrules::logging::LogFormat,
+    opts: claimrules::serve::ServeOptions,
+) -> ExitCode {
+    owner_only_files();
     return_large_allocations_to_the_os();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Every logged value has its control characters escaped (see `claimrules::logging`).
+    if let Err(e) = claimrules::logging::init(log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     // Rules and signing run on the blocking pool; a small bound keeps memory flat under load
     // (every extra thread costs a stack and a malloc arena) and the 2 workers free for I/O.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -268,7 +268,9 @@ pub fn app(prepared: &Prepared) -> axum::Router {
             .clone()
             .unwrap_or_else(|| crate::hooks::DEFAULT_HYDRA_HEADER.to_owned()),
         okta_authorization: cfg.hooks.okta_authorization.clone(),
-        allow_unauthenticated_loopback: prepared.addr.ip().is_loopback(),
+        // Only on explicit opt-in: without it a hook with no secret does not exist (404).
+        allow_unauthenticated_loopback: cfg.hooks.insecure_loopback
+            && prepared.addr.ip().is_loopback(),
     };
     server::router(prepared.state.clone())
         .merge(crate::hooks::router(prepared.rules.clone(), hooks))

@@ -7,9 +7,11 @@
 //!
 //! Common behaviour: the caller is authenticated by a shared secret compared in constant time
 //! (a hook with no secret configured answers 404 unless
-//! [`HooksConfig::allow_unauthenticated_loopback`] is set and the peer, when known, is on
-//! loopback); bodies over [`MAX_BODY_BYTES`] get 413; malformed JSON gets 400 with the parser's
-//! message. Rules run on a blocking thread with the rule set's own time budget.
+//! [`HooksConfig::allow_unauthenticated_loopback`] is set and the request provably comes from
+//! this machine, see there); the body must be `application/json` (415 otherwise, so a browser
+//! cannot send one cross-site without a CORS preflight, which is never answered); bodies over
+//! [`MAX_BODY_BYTES`] get 413; malformed JSON gets 400 with the parser's message. Rules run on a
+//! blocking thread with the rule set's own time budget.
 //!
 //! ```
 //! use claimrules::hooks::{self, HooksConfig};
@@ -68,9 +70,12 @@ pub struct HooksConfig {
     /// The exact `Authorization` header value Okta sends (the inline hook's
     /// `channel.config.authScheme.value`). `None` disables the Okta hook (see below).
     pub okta_authorization: Option<String>,
-    /// Serve a hook that has no secret configured without authentication. Set it only when the
-    /// server is bound to loopback; when the peer address is known, non-loopback peers are
-    /// still refused.
+    /// Serve a hook that has no secret configured without authentication (the config's
+    /// `[hooks] insecure_loopback = true`), to callers on this machine only: the peer address
+    /// must be known and on loopback, the `Host` header must name a loopback address or
+    /// `localhost` (a DNS-rebinding page sends its own name; a reverse proxy on this host
+    /// forwards the public one), and the request must carry no `Forwarded` / `X-Forwarded-*`
+    /// header (it came through a proxy). Anything else gets 404, as if the hook did not exist.
     pub allow_unauthenticated_loopback: bool,
 }
 
@@ -110,6 +115,9 @@ pub enum HookError {
     /// The hook has no credential configured (and unauthenticated loopback use is off).
     #[error("this hook is not enabled")]
     Disabled,
+    /// The body is not declared `application/json`.
+    #[error("the body must be application/json")]
+    UnsupportedMediaType,
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
@@ -130,6 +138,9 @@ impl IntoResponse for HookError {
             HookError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             HookError::Disabled => (StatusCode::NOT_FOUND, "not_found"),
             HookError::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request"),
+            HookError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_request")
+            }
             HookError::Body(_) | HookError::Malformed(_) => {
                 (StatusCode::BAD_REQUEST, "invalid_request")
             }
@@ -203,9 +214,55 @@ fn authenticate(
                 _ => Err(HookError::Unauthorized),
             }
         }
-        None if allow_loopback && peer.is_none_or(|p| p.ip().is_loopback()) => Ok(()),
+        None if allow_loopback && from_this_machine(headers, peer) => Ok(()),
         None => Err(HookError::Disabled),
     }
+}
+
+/// Whether an unauthenticated request provably comes from a process on this machine (see
+/// [`HooksConfig::allow_unauthenticated_loopback`]).
+fn from_this_machine(headers: &HeaderMap, peer: Option<SocketAddr>) -> bool {
+    let proxied = headers.contains_key("forwarded")
+        || headers
+            .keys()
+            .any(|k| k.as_str().starts_with("x-forwarded-") || k.as_str() == "x-real-ip");
+    peer.is_some_and(|p| p.ip().is_loopback())
+        && !proxied
+        && headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(loopback_host)
+}
+
+/// Whether a `Host` header value names this machine: `localhost`, a loopback IPv4 address or
+/// `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the request declares a JSON body (`application/json`, or a `+json` type, with any
+/// parameters), as RFC 8259 §11 registers it.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
 }
 
 /// Authenticates, reads the body (bounded) and parses it.
@@ -217,6 +274,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, HookError> {
     let peer = peer(&req);
     authenticate(req.headers(), header, expected, allow_loopback, peer)?;
+    if !is_json(req.headers()) {
+        return Err(HookError::UnsupportedMediaType);
+    }
     // The DefaultBodyLimit layer of `router` bounds this read; its rejection says 413.
     let bytes = Bytes::from_request(req, &()).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -326,5 +386,34 @@ fn warn_scope_ignored(hook: &str, version: u64, scope: &Option<Vec<String>>) {
 fn warn_dropped(hook: &str, version: u64, out: &Outcome) {
     for w in &out.warnings {
         tracing::warn!(hook, rules_version = version, "{w}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_count_as_this_machine() {
+        for h in [
+            "localhost",
+            "LOCALHOST:3000",
+            "127.0.0.1",
+            "127.0.0.1:3000",
+            "[::1]:3000",
+            "127.9.9.9",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:3000",
+            "127.0.0.1.evil.example",
+            "[::2]",
+            "",
+            "10.0.0.1",
+        ] {
+            assert!(!loopback_host(h), "{h}");
+        }
     }
 }

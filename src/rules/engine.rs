@@ -36,6 +36,8 @@ pub(crate) enum Stop {
     Deadline,
     /// The native stack ran low (deeply nested calls).
     Stack,
+    /// The run allocated more than its memory budget (see `budget`).
+    Memory,
 }
 
 /// Marker carried by `ErrorTerminated` when the engine stops a run; the reason is the run's
@@ -53,6 +55,8 @@ pub(crate) struct RunState {
     pub deadline: Instant,
     pub now: Option<i64>,
     pub logs: Vec<String>,
+    /// Bytes of `logs` so far this run (bounded by [`MAX_LOG_BYTES`]).
+    pub log_bytes: usize,
     pub reserved_hosts: Arc<Vec<String>>,
     pub stop: Option<Stop>,
     /// Outbound HTTP calls made so far in this pipeline run (for `[http] max_calls`).
@@ -116,15 +120,20 @@ pub(crate) struct RunGuard;
 impl RunGuard {
     pub(crate) fn install(
         budget: Duration,
+        memory: usize,
         now: Option<i64>,
         reserved: Arc<Vec<String>>,
         base_metadata: [Map<String, Value>; 2],
     ) -> Self {
+        let deadline = Instant::now() + budget;
+        super::budget::arm(deadline);
+        super::budget::start_memory(memory);
         RUN.with(|r| {
             *r.borrow_mut() = Some(RunState {
-                deadline: Instant::now() + budget,
+                deadline,
                 now,
                 logs: Vec::new(),
+                log_bytes: 0,
                 reserved_hosts: reserved,
                 stop: None,
                 http_calls: 0,
@@ -199,6 +208,8 @@ impl Drop for RunGuard {
     fn drop(&mut self) {
         RUN.with(|r| *r.borrow_mut() = None);
         HALTED.with(|h| h.set(false));
+        super::budget::disarm();
+        super::budget::stop_memory();
     }
 }
 
@@ -218,13 +229,33 @@ fn take_pending() -> MetadataUpdates {
     })
 }
 
-fn push_log(line: String) {
+/// Longest log line a rule can write (longer ones are cut, marked `…[truncated]`).
+pub const MAX_LOG_LINE: usize = 4 * 1024;
+/// Most bytes of log lines one run keeps; later lines are dropped (one line says so).
+pub const MAX_LOG_BYTES: usize = 64 * 1024;
+/// Most log lines one run keeps.
+const MAX_LOG_LINES: usize = 1000;
+/// Longest `deny` message (it travels in the redirect's `error_description`).
+pub const MAX_DENY_MESSAGE: usize = 1024;
+
+fn push_log(line: &str) {
     RUN.with(|r| {
         if let Some(s) = r.borrow_mut().as_mut() {
             // Bound what one run can buffer: a rule that logs in a loop must not grow memory.
-            if s.logs.len() < 1000 {
-                s.logs.push(line);
+            if s.logs.len() >= MAX_LOG_LINES || s.log_bytes >= MAX_LOG_BYTES {
+                return;
             }
+            let line = super::budget::cut(line, MAX_LOG_LINE);
+            s.log_bytes += line.len();
+            if s.log_bytes >= MAX_LOG_BYTES || s.logs.len() + 1 == MAX_LOG_LINES {
+                s.logs.push(format!(
+                    "[claimrules: log limit of {MAX_LOG_LINES} lines / {MAX_LOG_BYTES} bytes per \
+                     run reached; further lines dropped]"
+                ));
+                s.log_bytes = MAX_LOG_BYTES;
+                return;
+            }
+            s.logs.push(line.into_owned());
         }
     });
 }
@@ -286,6 +317,8 @@ fn update_metadata(
     else {
         return Err(helper_error(pos, format!("{name}: expects a map")));
     };
+    // Converting a large map takes a while: do not merge past the run's budget.
+    check_budget(pos)?;
     let refused = RUN.with(|r| {
         let mut r = r.borrow_mut();
         let s = r.as_mut()?;
@@ -325,6 +358,19 @@ pub(crate) fn time_left() -> Option<Duration> {
 /// Stops the run because its wall-clock budget ran out (not catchable).
 pub(crate) fn deadline_passed(pos: Position) -> Box<EvalAltResult> {
     halt(Stop::Deadline, pos)
+}
+
+/// `Err` (the run stops, not catchable) when the run is past its deadline or over its memory
+/// budget. Cheap (two thread-local reads): natives that loop over large inputs or wait call it
+/// as they go, so no single call can carry a run far past its budget.
+pub(crate) fn check_budget(pos: Position) -> Result<(), Box<EvalAltResult>> {
+    if super::budget::late() {
+        return Err(halt(Stop::Deadline, pos));
+    }
+    if super::budget::over_memory() {
+        return Err(halt(Stop::Memory, pos));
+    }
+    Ok(())
 }
 
 /// Counts one outbound HTTP call of this run and returns how many were made, this one included.
@@ -378,11 +424,49 @@ fn compiled(ctx: &NativeCallContext, pattern: &str) -> Result<Arc<Regex>, Box<Ev
     Ok(re)
 }
 
+/// A logged value's text, formatted no further than a log line can hold.
 fn log_text(value: &Dynamic) -> String {
-    if value.is_string() {
-        value.clone().into_string().unwrap_or_default()
-    } else {
-        value.to_string()
+    super::budget::bounded_text(value, MAX_LOG_LINE)
+}
+
+/// Replaces rhai's `sleep` and the formatting behind `print` / `debug` of arrays, maps and
+/// BLOBs (registered in the engine's global namespace, which rhai searches before its
+/// packages):
+///
+/// - `sleep(n)` blocked the thread for `n` seconds, far past the pipeline's budget, holding a
+///   blocking thread the whole time. A login must not wait on purpose: `sleep` is a helper error
+///   (a rule that must wait for an API uses `http_get` and friends, which wait within the
+///   budget).
+/// - `print(x)` / `debug(x)` formatted the whole value before the log line was cut; they format
+///   at most one log line's worth.
+fn register_bounded_output(engine: &mut Engine) {
+    fn no_sleep(ctx: &NativeCallContext) -> Box<EvalAltResult> {
+        helper_error(
+            ctx.call_position(),
+            "sleep: not available in rules (a login must not wait on purpose; the pipeline's \
+             time budget is for work)",
+        )
+    }
+    engine.register_fn(
+        "sleep",
+        |ctx: NativeCallContext, _s: i64| -> Result<(), Box<EvalAltResult>> { Err(no_sleep(&ctx)) },
+    );
+    engine.register_fn(
+        "sleep",
+        |ctx: NativeCallContext, _s: f64| -> Result<(), Box<EvalAltResult>> { Err(no_sleep(&ctx)) },
+    );
+    // rhai shows arrays and maps alike for both (items as `to_debug` shows them), which is
+    // what their `Debug` formatting writes.
+    for name in ["print", "debug"] {
+        engine.register_fn(name, |a: &mut Array| -> rhai::ImmutableString {
+            super::budget::bounded_fmt(format_args!("{a:?}"), MAX_LOG_LINE).into()
+        });
+        engine.register_fn(name, |m: &mut rhai::Map| -> rhai::ImmutableString {
+            super::budget::bounded_fmt(format_args!("#{m:?}"), MAX_LOG_LINE).into()
+        });
+        engine.register_fn(name, |b: &mut rhai::Blob| -> rhai::ImmutableString {
+            super::budget::bounded_fmt(format_args!("{b:02x?}"), MAX_LOG_LINE).into()
+        });
     }
 }
 
@@ -427,7 +511,17 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
         if super::stack::remaining().is_some_and(|left| left < STACK_GUARD) {
             return Some(record_stop(Stop::Stack));
         }
-        // Checking the clock every operation would cost more than the operations themselves.
+        // The watchdog's flag and the allocator's (see `budget`): two thread-local reads, so
+        // every operation checks them, and a run stops at the first operation past its deadline
+        // or its memory budget.
+        if super::budget::late() {
+            return Some(record_stop(Stop::Deadline));
+        }
+        if super::budget::over_memory() {
+            return Some(record_stop(Stop::Memory));
+        }
+        // The clock itself, in case the watchdog thread is starved of CPU; reading it every
+        // operation would cost more than the operations themselves.
         if ops % 256 != 0 {
             return None;
         }
@@ -460,21 +554,23 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
         }
         Ok(None)
     });
-    engine.on_print(|s| push_log(s.to_owned()));
-    engine.on_debug(|s, _, _| push_log(s.to_owned()));
+    engine.on_print(push_log);
+    engine.on_debug(|s, _, _| push_log(s));
+    register_bounded_output(&mut engine);
 
     engine.register_fn(
         "deny",
         |ctx: NativeCallContext, msg: Dynamic| -> Result<(), Box<EvalAltResult>> {
-            Err(halt(Stop::Denied(log_text(&msg)), ctx.call_position()))
+            let message = super::budget::bounded_text(&msg, MAX_DENY_MESSAGE);
+            Err(halt(Stop::Denied(message), ctx.call_position()))
         },
     );
-    engine.register_fn("log", |msg: Dynamic| push_log(log_text(&msg)));
+    engine.register_fn("log", |msg: Dynamic| push_log(&log_text(&msg)));
     engine.register_fn("log", |a: Dynamic, b: Dynamic| {
-        push_log(format!("{} {}", log_text(&a), log_text(&b)))
+        push_log(&format!("{} {}", log_text(&a), log_text(&b)))
     });
     engine.register_fn("log", |a: Dynamic, b: Dynamic, c: Dynamic| {
-        push_log(format!(
+        push_log(&format!(
             "{} {} {}",
             log_text(&a),
             log_text(&b),

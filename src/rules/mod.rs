@@ -19,6 +19,7 @@
 //! assert_eq!(out.access_token["https://example.com/roles"], json!(["admin"]));
 //! ```
 
+mod budget;
 pub mod cache;
 pub mod coverage;
 mod engine;
@@ -43,6 +44,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::claims::{self, NamespaceConfig, NamespacePolicy, Refusal, TokenKind};
+pub use budget::{memory_budget_enforced, RunAllocator};
+pub(crate) use engine::time_left as run_time_left;
 pub use engine::MAX_METADATA_BYTES;
 pub use loader::{read_folder, FolderContents, RuleSource};
 
@@ -69,6 +72,9 @@ pub struct SandboxLimits {
     pub max_variables: usize,
     /// Most script-defined functions per rule.
     pub max_functions: usize,
+    /// Most bytes one pipeline run may allocate (net), all its values together; enforced when
+    /// [`RunAllocator`] is the global allocator, as in the `claimrules` binary (0: no budget).
+    pub max_memory: usize,
 }
 
 impl Default for SandboxLimits {
@@ -84,6 +90,7 @@ impl Default for SandboxLimits {
             max_function_expr_depth: 32,
             max_variables: 256,
             max_functions: 256,
+            max_memory: 16 * 1024 * 1024,
         }
     }
 }
@@ -733,6 +740,7 @@ impl RuleSet {
         });
         let guard = engine::RunGuard::install(
             self.options.limits.pipeline_budget,
+            self.options.limits.max_memory,
             opts.now,
             self.reserved.clone(),
             base_metadata,
@@ -1017,6 +1025,15 @@ impl RuleSet {
                 message: "calls nested too deeply for the native stack (unbounded recursion?)"
                     .into(),
             },
+            engine::Stop::Memory => RuleError::Script {
+                rule,
+                line,
+                column,
+                message: format!(
+                    "the rule used more than the sandbox's {} MiB of memory",
+                    self.options.limits.max_memory / (1024 * 1024)
+                ),
+            },
         }
     }
 
@@ -1158,16 +1175,14 @@ fn describe(mut e: EvalAltResult) -> String {
 }
 
 fn thrown_message(value: &Dynamic) -> String {
+    // Formatted no further than a denial message can hold, whatever was thrown.
+    let cap = engine::MAX_DENY_MESSAGE;
     if let Some(map) = value.read_lock::<rhai::Map>() {
         if let Some(m) = map.get("message") {
-            return m.to_string();
+            return budget::bounded_fmt(format_args!("{m}"), cap);
         }
     }
-    if value.is_string() {
-        value.clone().into_string().unwrap_or_default()
-    } else {
-        value.to_string()
-    }
+    budget::bounded_text(value, cap)
 }
 
 fn token_map(scope: &Scope, kind: TokenKind) -> Result<Map<String, Value>, RuleError> {

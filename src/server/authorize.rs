@@ -39,6 +39,8 @@ pub struct AuthzRequest {
     audience: Option<String>,
     code_challenge: Option<String>,
     prompt: Vec<String>,
+    /// OIDC `max_age`: the longest time since the user last authenticated, seconds.
+    max_age: Option<i64>,
     /// The raw query string, carried through the forms.
     raw: String,
     /// The parameters as `context.request.query`.
@@ -75,6 +77,16 @@ fn redirect_allowed(client: &ClientConfig, given: &str) -> bool {
 
 /// Validates an authorization request. Errors before the redirect URI is trusted are pages.
 pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeError> {
+    // The query travels through the login and consent forms (decoded, so a tampered form can
+    // put anything in it) and back into a `Location` header: it may hold only what a URI's
+    // query may (RFC 3986 §3.4: visible ASCII, everything else percent-encoded). Control
+    // characters made the redirect header invalid (a 500); they are a bad request.
+    if raw.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(AuthorizeError::page(
+            "Invalid request",
+            "The request holds characters a URL may not contain.",
+        ));
+    }
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes())
         .into_owned()
         .collect();
@@ -231,6 +243,22 @@ pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeErro
     {
         return Err(fail("invalid_request", "unsupported prompt value".into()));
     }
+    // OIDC Core §3.1.2.1: a non-negative number of seconds.
+    let max_age = match get("max_age") {
+        None => None,
+        Some(m) => Some(
+            m.parse::<u32>()
+                .ok()
+                .filter(|_| m.bytes().all(|b| b.is_ascii_digit()))
+                .map(i64::from)
+                .ok_or_else(|| {
+                    fail(
+                        "invalid_request",
+                        "max_age must be a non-negative number of seconds".into(),
+                    )
+                })?,
+        ),
+    };
     Ok(AuthzRequest {
         client_id,
         redirect_uri,
@@ -240,6 +268,7 @@ pub fn validate(state: &Shared, raw: &str) -> Result<AuthzRequest, AuthorizeErro
         audience,
         code_challenge,
         prompt,
+        max_age,
         raw: raw.to_owned(),
         query,
     })
@@ -337,11 +366,15 @@ async fn proceed(
         return AuthorizeError::page("Unknown application", "").into_response();
     };
     let prompt_none = req.prompt.iter().any(|p| p == "none");
-    let force_login = req.prompt.iter().any(|p| p == "login");
+    // OIDC Core §3.1.2.1: "max_age=0 is equivalent to prompt=login"; a session older than
+    // max_age must log in again (§15.1). The ID token always carries `auth_time`.
+    let force_login = req.prompt.iter().any(|p| p == "login") || req.max_age == Some(0);
     let session = match fresh_session {
         Some(s) => Some(s),
         None if force_login => None,
-        None => session_user(state, headers).await,
+        None => session_user(state, headers)
+            .await
+            .filter(|(_, auth_time, _)| req.max_age.is_none_or(|m| unix_now() - auth_time <= m)),
     };
     let Some((user_id, auth_time, session_hash)) = session else {
         if prompt_none {
@@ -758,9 +791,42 @@ pub async fn consent(
     .await
 }
 
-/// `GET /logout`: ends the session.
-pub async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(raw) = cookie(&headers, SESSION_COOKIE) {
+/// The `sub` of an ID token this server issued to one of its clients, for `id_token_hint`
+/// (OpenID Connect RP-Initiated Logout 1.0 §2): signature by a published key, `iss` this
+/// issuer, `aud` a registered client, `typ` not an access token's. An expired token is still a
+/// valid hint (the spec allows it: logout often comes after the ID token expired).
+fn hint_subject(state: &Shared, token: &str) -> Option<String> {
+    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+    let header = decode_header(token).ok()?;
+    if !matches!(
+        header.alg,
+        Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+    ) || header.typ.as_deref() == Some("at+jwt")
+    {
+        return None;
+    }
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(state.issuer.jwks()).ok()?;
+    let key = DecodingKey::from_jwk(set.find(header.kid.as_deref()?)?).ok()?;
+    let mut v = Validation::new(header.alg);
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.set_issuer(&[state.issuer.issuer()]);
+    v.set_required_spec_claims(&["iss", "sub", "aud"]);
+    let claims = decode::<Map<String, Value>>(token, &key, &v).ok()?.claims;
+    let registered = |a: &Value| a.as_str().is_some_and(|a| state.config.client(a).is_some());
+    let aud_ok = match claims.get("aud") {
+        Some(Value::Array(a)) => a.iter().any(registered),
+        Some(a) => registered(a),
+        None => false,
+    };
+    aud_ok
+        .then(|| claims.get("sub").and_then(Value::as_str).map(str::to_owned))
+        .flatten()
+}
+
+/// Ends the browser's session: deletes it and clears the cookie.
+async fn end_session(state: &Shared, headers: &HeaderMap) -> Response {
+    if let Some(raw) = cookie(headers, SESSION_COOKIE) {
         let _ = state.store.delete_session(&sha256_hex(&raw)).await;
     }
     with_cookie(
@@ -776,4 +842,75 @@ pub async fn logout(State(state): State<Shared>, headers: HeaderMap) -> Response
             &pages::base_path(state.issuer.issuer()),
         )),
     )
+}
+
+/// `GET /logout` (the discovery document's `end_session_endpoint`).
+///
+/// A plain GET must not end a session: any page could embed `<img src=".../logout">` and log
+/// the user out of every application (cross-site logout). As Keycloak and Auth0's OIDC logout
+/// do, and as OpenID Connect RP-Initiated Logout 1.0 §2-3 describes, the session ends at once
+/// only when the request carries an `id_token_hint` this server issued for the logged-in user
+/// (which a third-party page does not have); otherwise the user is asked to confirm, and the
+/// confirmation posts back with the CSRF token. (`post_logout_redirect_uri` is not supported:
+/// without registered logout URIs the spec forbids redirecting, so the user stays on the
+/// "logged out" page.)
+pub async fn logout(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let hint = url::form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "id_token_hint")
+        .map(|(_, v)| v.into_owned());
+    let session = session_user(&state, &headers).await;
+    if let Some(hint) = hint {
+        let Some(sub) = hint_subject(&state, &hint) else {
+            return pages::html(
+                StatusCode::BAD_REQUEST,
+                pages::error_page(
+                    "Invalid logout request",
+                    "The id_token_hint is not an ID token issued by this server.",
+                ),
+            );
+        };
+        match &session {
+            Some((user_id, _, _)) if *user_id == sub => return end_session(&state, &headers).await,
+            None => return end_session(&state, &headers).await,
+            // Another user's token: ask, as without a hint.
+            Some(_) => {}
+        }
+    } else if session.is_none() {
+        return end_session(&state, &headers).await;
+    }
+    let (csrf, set) = csrf_token(&state, &headers);
+    let base = pages::base_path(state.issuer.issuer());
+    with_cookie(
+        pages::html(StatusCode::OK, pages::logout_page(&base, &csrf)),
+        set,
+    )
+}
+
+/// The logout confirmation's fields.
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// `POST /logout`: the confirmed logout, with the CSRF token of the confirmation page.
+pub async fn logout_confirmed(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    if !csrf_ok(&headers, &form.csrf) {
+        return pages::html(
+            StatusCode::FORBIDDEN,
+            pages::error_page(
+                "Request refused",
+                "The form's security token is missing or wrong. Go back and try again.",
+            ),
+        );
+    }
+    end_session(&state, &headers).await
 }

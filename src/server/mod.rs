@@ -52,6 +52,8 @@ pub struct AppState {
     pub issuer: Arc<Issuer>,
     /// Login throttling.
     pub throttle: Throttle,
+    /// The threads that check passwords.
+    pub passwords: crate::password::VerifyPool,
     /// Whether cookies get `Secure` (everything but plain http on loopback).
     pub secure_cookies: bool,
     /// Concurrent rule runs per client.
@@ -144,7 +146,18 @@ impl crate::rules::http::WaitSlot for RunSlot {
 
     fn reacquire(&self) {
         // On the run's blocking-pool thread, outside any async context: blocking is allowed.
-        let permit = self.runtime.block_on(self.sem.clone().acquire_owned()).ok();
+        // Never past the run's deadline: without a slot by then, the run goes on only to be
+        // stopped at its next operation (the deadline has passed).
+        let wait = self.sem.clone().acquire_owned();
+        let permit = match crate::rules::run_time_left() {
+            Some(left) => self.runtime.block_on(async {
+                tokio::time::timeout(left, wait)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }),
+            None => self.runtime.block_on(wait).ok(),
+        };
         if let Ok(mut p) = self.permit.lock() {
             *p = permit;
         }
@@ -155,11 +168,22 @@ impl AppState {
     /// State for a tenant; cookies are `Secure` unless the issuer is plain http on loopback.
     pub fn new(config: Arc<Config>, store: Store, issuer: Arc<Issuer>) -> AppState {
         let secure_cookies = !is_plain_http_loopback(&config.issuer);
+        let login = &config.login;
+        let throttle = Throttle::new(throttle::ThrottleLimits {
+            per_account: login.max_failures_per_account_ip,
+            per_account_total: login.max_failures_per_account,
+            per_ip: login.max_failures_per_ip,
+            window: std::time::Duration::from_secs(login.window_seconds),
+            concurrent_per_ip: login.max_concurrent_per_ip,
+            concurrent_per_account: login.max_concurrent_per_account,
+        });
+        let passwords = crate::password::VerifyPool::new(login.hash_threads, login.hash_queue);
         AppState {
             config,
             store,
             issuer,
-            throttle: Throttle::default(),
+            throttle,
+            passwords,
             secure_cookies,
             rule_slots: RuleSlots::default(),
         }
@@ -187,7 +211,10 @@ pub fn router(state: Shared) -> Router {
         .route("/authorize", get(authorize::authorize))
         .route("/login", post(authorize::login))
         .route("/consent", post(authorize::consent))
-        .route("/logout", get(authorize::logout))
+        .route(
+            "/logout",
+            get(authorize::logout).post(authorize::logout_confirmed),
+        )
         .route("/oauth/token", post(token::token))
         .route("/.well-known/jwks.json", get(discovery::jwks))
         .route(

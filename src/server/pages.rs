@@ -170,6 +170,21 @@ fn describe_scope(scope: &str) -> &'static str {
     }
 }
 
+/// The logout confirmation: one button posting to `{base}logout` with the CSRF token.
+pub fn logout_page(base: &str, csrf: &str) -> String {
+    layout(
+        "Log out",
+        &format!(
+            "<h1>Log out?</h1><p class=\"sub\">You will be logged out of every application that \
+uses this login.</p><form method=\"post\" action=\"{base}logout\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button type=\"submit\">Log out</button></form>",
+            base = escape(base),
+            csrf = escape(csrf),
+        ),
+    )
+}
+
 /// An error page (unknown client, untrusted redirect URI, throttled login).
 pub fn error_page(title: &str, detail: &str) -> String {
     layout(

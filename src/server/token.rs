@@ -122,6 +122,63 @@ fn store_failed(e: StoreError) -> TokenError {
     TokenError::unavailable()
 }
 
+/// The client id and secret of an `Authorization: Basic` header, decoded strictly: the scheme
+/// in any case (RFC 7235 §2.1), one or more spaces, standard base64 with its padding (RFC 7617
+/// §2), `id:secret` split at the first colon, and each part form-urlencoded as RFC 6749 §2.3.1
+/// requires: `+` is a space, `%XX` must be two hex digits, the result must be UTF-8, and every
+/// other byte stands for itself (`&` and `=` are part of the secret, never separators).
+pub fn basic_credentials(header: &[u8]) -> Result<(String, String), &'static str> {
+    let malformed = "malformed Basic credentials";
+    let v = std::str::from_utf8(header).map_err(|_| malformed)?;
+    let (scheme, rest) = v
+        .split_once(' ')
+        .ok_or("unsupported Authorization scheme")?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err("unsupported Authorization scheme");
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() || token.contains([' ', '\t']) {
+        return Err(malformed);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or(malformed)?;
+    let (id, secret) = decoded.split_once(':').ok_or(malformed)?;
+    let id = form_component(id).ok_or(malformed)?;
+    let secret = form_component(secret).ok_or(malformed)?;
+    if id.is_empty() {
+        return Err(malformed);
+    }
+    Ok((id, secret))
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component strictly: `None` for a `%` not
+/// followed by two hex digits, for a result that is not UTF-8, and for control characters.
+fn form_component(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    let text = String::from_utf8(out).ok()?;
+    (!text.chars().any(char::is_control)).then_some(text)
+}
+
 /// Authenticates the client by HTTP Basic or `client_secret` in the body (constant-time
 /// comparison); a client without a secret is public and sends only `client_id`.
 fn authenticate<'a>(
@@ -137,29 +194,8 @@ fn authenticate<'a>(
                 basic: true,
                 ..TokenError::invalid_client(d)
             };
-            let v = v.to_str().unwrap_or("");
-            let Some(b64) = v
-                .strip_prefix("Basic ")
-                .or_else(|| v.strip_prefix("basic "))
-            else {
-                return Err(refused("unsupported Authorization scheme"));
-            };
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| refused("malformed Basic credentials"))?;
-            let (id, secret) = decoded
-                .split_once(':')
-                .ok_or_else(|| refused("malformed Basic credentials"))?;
-            // RFC 6749 §2.3.1: both parts are form-urlencoded.
-            let dec = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            };
-            Some((dec(id), dec(secret)))
+            let (id, secret) = basic_credentials(v.as_bytes()).map_err(refused)?;
+            Some((id, secret))
         }
         None => None,
     };
@@ -624,4 +660,55 @@ async fn refresh_grant(
     }
     count_issued(state, "refresh_token");
     Ok(response(&issued, Some(new_token)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::basic_credentials;
+    use base64::Engine as _;
+
+    fn basic(raw: &str) -> String {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded_strictly() {
+        let ok = |h: &str| basic_credentials(h.as_bytes());
+        assert_eq!(
+            ok(&basic("web:s3cret")),
+            Ok(("web".into(), "s3cret".into()))
+        );
+        assert_eq!(
+            ok(&basic("a%20b:x+y%3A%26")),
+            Ok(("a b".into(), "x y:&".into()))
+        );
+        // The secret is taken whole: `&` and `=` are not form separators.
+        assert_eq!(ok(&basic("web:s3cret&junk=1")).unwrap().1, "s3cret&junk=1");
+        // Any case of the scheme, several spaces.
+        for scheme in ["basic", "BASIC", "bAsIc"] {
+            assert!(ok(&basic("web:s").replacen("Basic", scheme, 1)).is_ok());
+        }
+        assert!(ok(&basic("web:s").replacen(' ', "   ", 1)).is_ok());
+        for bad in [
+            basic("web:%"),
+            basic("web:%4"),
+            basic("web:%zz"),
+            basic("web:%+f"),
+            basic("web:%FF"),
+            basic("web:a%0Ab"),
+            basic("web"),
+            basic(":secret"),
+            "Basic".into(),
+            "Basic ".into(),
+            "Basic d2ViOnM=x".into(),
+            "Basic d2ViOnM".into(),
+            "Bearer d2ViOnM=".into(),
+            "Basicd2ViOnM=".into(),
+        ] {
+            assert!(ok(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

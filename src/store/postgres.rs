@@ -575,7 +575,6 @@ impl PgStore {
         let mut tx = self.begin().await?;
         let mut deleted = 0;
         for (sql, bind_now) in [
-            ("DELETE FROM codes WHERE expires_at <= $1", true),
             ("DELETE FROM sessions WHERE expires_at <= $1", true),
             (
                 "DELETE FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
@@ -591,6 +590,15 @@ impl PgStore {
                  (SELECT 1 FROM refresh_tokens t WHERE t.family = f.family)",
                 false,
             ),
+            // An expired code goes, unless it was redeemed into a refresh family that still
+            // lives: that row stays as a tombstone, so a replay of the code still revokes the
+            // family (RFC 6749 §4.1.2) for as long as it exists. Its grant (personal data) is
+            // not needed for that and is dropped.
+            (
+                "DELETE FROM codes c WHERE c.expires_at <= $1 AND (c.family IS NULL OR NOT EXISTS \
+                 (SELECT 1 FROM refresh_families f WHERE f.family = c.family AND NOT f.revoked))",
+                true,
+            ),
         ] {
             let mut query = sqlx::query(sql);
             if bind_now {
@@ -598,6 +606,13 @@ impl PgStore {
             }
             deleted += query.execute(&mut *tx).await.map_err(db)?.rows_affected();
         }
+        sqlx::query(
+            "UPDATE codes SET grant_json = '{}' WHERE expires_at <= $1 AND grant_json <> '{}'",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }

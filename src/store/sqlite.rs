@@ -775,7 +775,6 @@ impl SqliteStore {
             Box::pin(async move {
                 let mut deleted = 0;
                 for (sql, bind_now) in [
-                    ("DELETE FROM codes WHERE expires_at <= ?", true),
                     ("DELETE FROM sessions WHERE expires_at <= ?", true),
                     (
                         "DELETE FROM refresh_tokens \
@@ -793,6 +792,16 @@ impl SqliteStore {
                           WHERE t.family = refresh_families.family)",
                         false,
                     ),
+                    // An expired code goes, unless it was redeemed into a refresh family that
+                    // still lives: that row stays as a tombstone, so a replay of the code still
+                    // revokes the family (RFC 6749 §4.1.2) for as long as it exists. Its grant
+                    // (personal data) is not needed for that and is dropped.
+                    (
+                        "DELETE FROM codes WHERE expires_at <= ? AND (family IS NULL OR NOT EXISTS \
+                         (SELECT 1 FROM refresh_families f \
+                          WHERE f.family = codes.family AND f.revoked = 0))",
+                        true,
+                    ),
                 ] {
                     let mut query = sqlx::query(sql);
                     if bind_now {
@@ -800,6 +809,11 @@ impl SqliteStore {
                     }
                     deleted += query.execute(&mut *c).await.map_err(db)?.rows_affected();
                 }
+                sqlx::query("UPDATE codes SET grant_json = '{}' WHERE expires_at <= ? AND grant_json <> '{}'")
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
                 Ok(deleted)
             })
         })

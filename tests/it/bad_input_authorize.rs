@@ -282,6 +282,34 @@ fn cases() -> Vec<Case> {
             set("prompt", "none login"),
             "invalid_request",
         ),
+        // OIDC Core §3.1.2.1: max_age is a non-negative number of seconds.
+        redirect("max_age negative", set("max_age", "-1"), "invalid_request"),
+        redirect(
+            "max_age not a number",
+            set("max_age", "soon"),
+            "invalid_request",
+        ),
+        redirect(
+            "max_age fractional",
+            set("max_age", "1.5"),
+            "invalid_request",
+        ),
+        redirect(
+            "max_age with a sign",
+            set("max_age", "+5"),
+            "invalid_request",
+        ),
+        redirect("max_age empty", set("max_age", ""), "invalid_request"),
+        redirect(
+            "max_age beyond any session",
+            set("max_age", "99999999999999999999"),
+            "invalid_request",
+        ),
+        redirect(
+            "repeated max_age",
+            set("max_age", "5") + "&max_age=6",
+            "invalid_request",
+        ),
         Case {
             name: "oversized state (not echoed)",
             query: set("state", &"s".repeat(5000)),
@@ -437,6 +465,85 @@ async fn oversized_query_is_refused_without_server_error() {
         );
         if let Some(loc) = res.headers().get("location") {
             panic!("{size}: unexpected redirect {loc:?}");
+        }
+    }
+}
+
+/// The forms carry the request decoded, so a tampered `authz` can hold what no URL may: control
+/// characters, spaces, raw non-ASCII. Such a request is a 400 page at every form (it used to
+/// make the consent form's redirect header invalid: a 500); control characters in the other
+/// fields are refused without a 5xx too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_form_field_are_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), None, "");
+    let s = TestServer::start(dir.path()).await;
+    let b = browser();
+    let html = b
+        .get(authorize_url(&s, &base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&html, "csrf").unwrap();
+    let good = enc(&base());
+    let rows: Vec<(&str, String)> = vec![
+        ("LF", format!("{good}&x=a\nb")),
+        ("CR LF", format!("{good}\r\nSet-Cookie: x=1")),
+        ("NUL", format!("{good}&x=\0")),
+        ("ESC", format!("{good}&x=\x1b[31m")),
+        ("DEL", format!("{good}&x=\x7f")),
+        ("tab", format!("{good}&x=\t")),
+        ("space", format!("{good}&x=a b")),
+        ("raw non-ASCII", format!("{good}&x=é")),
+        (
+            "LF inside redirect_uri",
+            good.replace("callback", "call\nback"),
+        ),
+    ];
+    for (name, authz) in &rows {
+        for (path, field, value) in [
+            ("/login", "username", ALICE.0),
+            ("/consent", "decision", "allow"),
+        ] {
+            let mut form = vec![
+                ("authz", authz.as_str()),
+                ("csrf", csrf.as_str()),
+                (field, value),
+            ];
+            if path == "/login" {
+                form.push(("password", ALICE.1));
+            }
+            let res = b.post(s.url(path)).form(&form).send().await.unwrap();
+            assert_eq!(res.status(), 400, "{name} at {path}");
+            assert!(res.headers().get("location").is_none(), "{name} at {path}");
+        }
+    }
+    // Control characters elsewhere: refused (403 CSRF, 401 login), never a 5xx.
+    for (path, field) in [
+        ("/login", "username"),
+        ("/login", "csrf"),
+        ("/consent", "decision"),
+        ("/consent", "csrf"),
+    ] {
+        for bad in ["a\r\nb", "\0", "\x1b[2J"] {
+            let mut form = vec![("authz", good.clone()), ("csrf", csrf.clone())];
+            form.retain(|(k, _)| *k != field);
+            form.push((field, bad.to_owned()));
+            if path == "/login" && field != "username" {
+                form.push(("username", ALICE.0.to_owned()));
+            }
+            if path == "/login" {
+                form.push(("password", "x".to_owned()));
+            }
+            let res = b.post(s.url(path)).form(&form).send().await.unwrap();
+            let status = res.status();
+            assert!(
+                status.is_client_error() || status.is_redirection(),
+                "{path} {field} {bad:?}: {status}"
+            );
         }
     }
 }

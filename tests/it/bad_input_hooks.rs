@@ -27,6 +27,12 @@ struct Case {
     body: Vec<u8>,
     status: u16,
     error: &'static str,
+    ctype: Option<&'static str>,
+}
+
+/// `c` sent with this `Content-Type` (`None`: without one).
+fn typed(ctype: Option<&'static str>, c: Case) -> Case {
+    Case { ctype, ..c }
 }
 
 fn case(
@@ -44,6 +50,7 @@ fn case(
         body: body.into(),
         status,
         error,
+        ctype: Some("application/json"),
     }
 }
 
@@ -76,6 +83,52 @@ async fn every_bad_hook_call_gets_a_4xx() {
     let h = Some(HYDRA_KEY);
     let o = Some(OKTA_KEY);
     let cases = vec![
+        // --- Content type: a browser can send text/plain or a form cross-site without a CORS
+        // preflight; a hook takes JSON only.
+        typed(
+            Some("text/plain"),
+            case(
+                "hydra: text/plain body",
+                HYDRA,
+                h,
+                hydra_ok.clone(),
+                415,
+                "invalid_request",
+            ),
+        ),
+        typed(
+            Some("application/x-www-form-urlencoded"),
+            case(
+                "okta: form body",
+                OKTA,
+                o,
+                okta_ok.clone(),
+                415,
+                "invalid_request",
+            ),
+        ),
+        typed(
+            None,
+            case(
+                "okta: no content type",
+                OKTA,
+                o,
+                okta_ok.clone(),
+                415,
+                "invalid_request",
+            ),
+        ),
+        typed(
+            Some("application/jsonx"),
+            case(
+                "hydra: look-alike type",
+                HYDRA,
+                h,
+                hydra_ok.clone(),
+                415,
+                "invalid_request",
+            ),
+        ),
         // --- Credentials.
         case(
             "hydra: no credentials",
@@ -291,10 +344,10 @@ async fn every_bad_hook_call_gets_a_4xx() {
     println!("{} rows", cases.len());
     let http = reqwest::Client::new();
     for c in &cases {
-        let mut req = http
-            .post(s.url(c.path))
-            .header("content-type", "application/json")
-            .body(c.body.clone());
+        let mut req = http.post(s.url(c.path)).body(c.body.clone());
+        if let Some(t) = c.ctype {
+            req = req.header("content-type", t);
+        }
         if let Some(a) = &c.auth {
             req = req.header("authorization", a);
         }
@@ -312,6 +365,7 @@ async fn every_bad_hook_call_gets_a_4xx() {
     let res = http
         .post(s.url(HYDRA))
         .header("authorization", HYDRA_KEY)
+        .header("content-type", "application/json; charset=UTF-8")
         .body(hydra_ok)
         .send()
         .await
@@ -324,9 +378,82 @@ async fn every_bad_hook_call_gets_a_4xx() {
     let res = http
         .post(s.url(OKTA))
         .header("authorization", OKTA_KEY)
+        .header("content-type", "application/json")
         .body(okta_ok)
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+}
+
+/// Issue 15, finding 4, against the real binary on loopback: a hook without a secret does not
+/// exist unless `insecure_loopback = true`, and even then only for a caller on this machine —
+/// not for a DNS-rebinding page (foreign `Host`), a reverse proxy (forwarding headers) or a
+/// cross-site `text/plain` post.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_without_a_secret_needs_an_explicit_opt_in_and_a_local_caller() {
+    let body = fixture("hydra_docs_sample.json");
+    let post = |base: &str, host: Option<String>, extra: Option<(&str, &str)>, ctype: &str| {
+        let mut req = reqwest::Client::new()
+            .post(format!("{base}{HYDRA}"))
+            .header("content-type", ctype)
+            .body(body.clone());
+        if let Some(h) = host {
+            req = req.header("host", h);
+        }
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_binary(dir.path(), "").await;
+    assert_eq!(
+        post(&s.base, None, None, "application/json").await,
+        404,
+        "no opt-in"
+    );
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_binary(dir.path(), "[hooks]\ninsecure_loopback = true\n").await;
+    let ok = post(&s.base, None, None, "application/json").await;
+    assert!(ok == 200 || ok == 204, "a local caller is served: {ok}");
+    let ok = post(
+        &s.base,
+        Some(format!("localhost:{}", s.port)),
+        None,
+        "application/json",
+    )
+    .await;
+    assert!(ok == 200 || ok == 204, "localhost is local: {ok}");
+    for (name, host, extra) in [
+        (
+            "DNS rebinding",
+            Some(format!("rebind.evil.example:{}", s.port)),
+            None,
+        ),
+        (
+            "issuer name forwarded by a proxy",
+            Some("login.example.com".to_owned()),
+            None,
+        ),
+        (
+            "X-Forwarded-For",
+            None,
+            Some(("x-forwarded-for", "203.0.113.9")),
+        ),
+        ("Forwarded", None, Some(("forwarded", "for=203.0.113.9"))),
+    ] {
+        assert_eq!(
+            post(&s.base, host, extra, "application/json").await,
+            404,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        post(&s.base, None, None, "text/plain").await,
+        415,
+        "cross-site text/plain"
+    );
 }

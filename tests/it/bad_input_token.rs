@@ -455,6 +455,56 @@ async fn every_bad_token_request_gets_its_rfc_error() {
             400,
             "invalid_request",
         ),
+        // RFC 6749 §2.3.1: each part is form-urlencoded, decoded strictly and taken whole.
+        basic_case(
+            "Basic secret with a form-style suffix",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic(CLIENT_ID, &format!("{CLIENT_SECRET}&junk=1")),
+            401,
+            "invalid_client",
+        ),
+        basic_case(
+            "Basic secret with a suffix after =",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic(CLIENT_ID, &format!("{CLIENT_SECRET}=")),
+            401,
+            "invalid_client",
+        ),
+        basic_case(
+            "Basic secret with a bare %",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic(CLIENT_ID, &format!("{CLIENT_SECRET}%")),
+            401,
+            "invalid_client",
+        ),
+        basic_case(
+            "Basic secret with a non-hex escape",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic(CLIENT_ID, &format!("{CLIENT_SECRET}%zz")),
+            401,
+            "invalid_client",
+        ),
+        basic_case(
+            "Basic client id with a bad escape",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic("we%b", CLIENT_SECRET),
+            401,
+            "invalid_client",
+        ),
+        basic_case(
+            "Basic without its padding",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic(CLIENT_ID, CLIENT_SECRET).map(|h| h.trim_end_matches('=').to_owned()),
+            401,
+            "invalid_client",
+        ),
+        basic_case(
+            "Basic with broken padding",
+            without(without(code_form(&spare), "client_id"), "client_secret"),
+            basic(CLIENT_ID, CLIENT_SECRET).map(|h| h.trim_end_matches('=').to_owned() + "x"),
+            401,
+            "invalid_client",
+        ),
         // --- Authorization code grant.
         form(
             "missing code",
@@ -653,6 +703,24 @@ async fn every_bad_token_request_gets_its_rfc_error() {
     // Controls: rows failed for their own reason, not because the base request is wrong.
     let res = exchange(&s, &spare).await;
     assert_eq!(res.status(), 200, "the spare code was never redeemed");
+    // The Basic scheme is case-insensitive (RFC 7235 §2.1), and escapes decode.
+    for scheme in ["BASIC", "basic", "bAsIc"] {
+        let code = m.code(&s).await;
+        let creds = basic(CLIENT_ID, &CLIENT_SECRET.replace('-', "%2D"))
+            .unwrap()
+            .replacen("Basic", scheme, 1);
+        let res = reqwest::Client::new()
+            .post(s.url("/oauth/token"))
+            .header("authorization", creds)
+            .form(&without(
+                without(code_form(&code), "client_id"),
+                "client_secret",
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "scheme {scheme}");
+    }
     assert_eq!(refresh(&s, &rt_other_client).await.status(), 200);
     assert_eq!(
         refresh(&s, &rt_wide).await.status(),

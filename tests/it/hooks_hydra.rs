@@ -378,9 +378,16 @@ async fn without_a_key_the_hook_is_off_unless_loopback_is_allowed() {
     };
     let local: SocketAddr = "127.0.0.1:50000".parse().unwrap();
     let remote: SocketAddr = "10.1.2.3:50000".parse().unwrap();
-    let (status, _) = call_with(rules(""), loopback.clone(), body(), None, Some(local)).await;
+    let host = Some(("host", "127.0.0.1:3000"));
+    let (status, _) = call_with(rules(""), loopback.clone(), body(), host, Some(local)).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, _) = call_with(rules(""), loopback, body(), None, Some(remote)).await;
+    let (status, _) = call_with(rules(""), loopback.clone(), body(), host, Some(remote)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The peer must be known, and the Host must name this machine.
+    let (status, _) = call_with(rules(""), loopback.clone(), body(), host, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let evil = Some(("host", "evil.example:3000"));
+    let (status, _) = call_with(rules(""), loopback, body(), evil, Some(local)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 

@@ -480,6 +480,7 @@ async fn the_token_hooks_follow_a_reload() {
     let call = || async {
         let req = Request::post("/hooks/hydra/token")
             .header("authorization", "k")
+            .header("content-type", "application/json")
             .body(Body::from(body.to_string()))
             .unwrap();
         let resp = hooks::router(hot.clone(), cfg.clone())

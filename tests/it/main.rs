@@ -2,6 +2,10 @@
 //! capability. `common` holds the shared helpers: a real server on a random loopback port and
 //! a real HTTP client.
 
+/// As in the binary: the sandbox's memory budget is enforced in these tests too.
+#[global_allocator]
+static ALLOC: claimrules::rules::RunAllocator = claimrules::rules::RunAllocator;
+
 mod common;
 #[path = "../../fuzz/targets.rs"]
 mod fuzz_targets;
@@ -23,6 +27,7 @@ mod hot_reload;
 mod login_burst;
 mod multi_instance;
 mod namespace_rule;
+mod oidc_session;
 mod operations;
 mod playground;
 mod rule_authoring;

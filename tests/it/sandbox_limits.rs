@@ -386,3 +386,152 @@ fn concurrent_runs_agree_with_sequential_runs() {
         .iter()
         .any(|r| matches!(r, Err(RuleError::Script { .. }))));
 }
+
+// --- Issue 15, finding 7: every path of a run is bounded in time and memory.
+
+#[test]
+fn sleep_is_not_available_to_rules() {
+    // It blocked the thread for the full 3 s against a 200 ms budget.
+    let set = guarded("sleep(3);", RuleSetOptions::default());
+    let started = Instant::now();
+    let err = stopped_then_recovers(&set, |e| script_message(e).contains("sleep"));
+    assert!(started.elapsed() < Duration::from_millis(500), "{err}");
+    // Nor in a loop (0.1 s at a time ran 8.4 s), nor with a float, nor caught and retried.
+    for src in [
+        "loop { sleep(0.1); }",
+        "sleep(2.5);",
+        "loop { try { sleep(1) } catch { } }",
+    ] {
+        let set = guarded(src, RuleSetOptions::default());
+        let started = Instant::now();
+        let _ = set.run(hostile_user(), json!({})).expect_err(src);
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{src}: {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn log_formats_no_more_than_it_keeps() {
+    // A map just inside rhai's limits, logged in a loop: each line is cut at 4 KiB while it is
+    // formatted, the run keeps at most 64 KiB of lines, and a marker says lines were dropped.
+    let src = r#"
+        let m = #{};
+        for i in 0..5000 { m[`key-${i}`] = "0123456789"; }
+        for i in 0..100 { log(m); print(m); debug(m); log("a", m, m); }
+        context.accessToken["https://example.com/ok"] = user.user_id;
+    "#;
+    let set = RuleSet::from_sources(
+        vec![("logger".into(), src.into())],
+        json!({}),
+        limits(|o| {
+            o.limits.max_operations = 0;
+            o.limits.pipeline_budget = Duration::from_secs(30);
+        }),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let trace = set.run_with(
+        json!({"user_id": "u"}),
+        json!({}),
+        &claimrules::rules::RunOptions::default(),
+    );
+    let elapsed = started.elapsed();
+    trace.result.as_ref().expect("the rule runs to its end");
+    let lines: Vec<&String> = trace.logs.iter().flat_map(|l| &l.lines).collect();
+    let total: usize = lines.iter().map(|l| l.len()).sum();
+    assert!(lines.iter().all(|l| l.len() <= 4096 + 32), "lines are cut");
+    assert!(total <= 64 * 1024 + 4096, "{total} bytes kept");
+    assert!(lines.last().unwrap().contains("further lines dropped"));
+    assert!(lines[0].ends_with("…[truncated]"), "{}", lines[0]);
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[test]
+fn a_run_cannot_allocate_past_its_memory_budget() {
+    assert!(
+        claimrules::rules::memory_budget_enforced(),
+        "tests/it installs the RunAllocator"
+    );
+    // `m[k] = v` is not size-checked by rhai: 60 KB strings, one per key, reached 181 MB.
+    // Neither time nor operations stop it here: the memory budget must.
+    let grow = r#"let m = #{}; let i = 0; loop { let s = "x"; s.pad(60000, "y"); m[`k${i}`] = s; i += 1; }"#;
+    let set = guarded(
+        grow,
+        limits(|o| {
+            o.limits.max_operations = 0;
+            o.limits.pipeline_budget = Duration::from_secs(60);
+            o.limits.max_memory = 8 * 1024 * 1024;
+        }),
+    );
+    let err = stopped_then_recovers(&set, |e| script_message(e).contains("MiB of memory"));
+    assert!(err.to_string().contains("8 MiB"), "{err}");
+    // Arrays of fresh strings, and strings as map keys (which rhai does not count at all).
+    for src in [
+        r#"let a = []; loop { let s = "x"; s.pad(60000, "y"); a += [s]; }"#,
+        r#"let m = #{}; let i = 0; loop { let k = `${i}`; k.pad(60000, "k"); m[k] = 1; i += 1; }"#,
+    ] {
+        let set = guarded(
+            src,
+            limits(|o| {
+                o.limits.max_operations = 0;
+                o.limits.pipeline_budget = Duration::from_secs(60);
+                o.limits.max_array_size = 0;
+                o.limits.max_memory = 8 * 1024 * 1024;
+            }),
+        );
+        let err = set.run(hostile_user(), json!({})).expect_err(src);
+        assert!(
+            ["MiB of memory", "Size of", "Length of string"]
+                .iter()
+                .any(|m| script_message(&err).contains(m)),
+            "{src}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_deadline_holds_between_any_two_operations() {
+    // 256 operations of a slow native each used to run before the clock was read again.
+    let src = r#"let s = "x"; s.pad(65000, "y"); loop { let h = sha256(s); let r = regex_match("(a|b|c)*d", s); }"#;
+    let set = guarded(
+        src,
+        limits(|o| {
+            o.limits.max_operations = 0;
+            o.limits.pipeline_budget = Duration::from_millis(50);
+        }),
+    );
+    let started = Instant::now();
+    let err = set.run(hostile_user(), json!({})).expect_err("stopped");
+    let elapsed = started.elapsed();
+    assert!(matches!(err, RuleError::Timeout { .. }), "{err}");
+    // One native call past the deadline at most (each takes a few ms in a debug build).
+    assert!(elapsed < Duration::from_millis(150), "{elapsed:?}");
+}
+
+#[test]
+fn the_binary_stops_a_sleeping_rule_within_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("10-sleepy.rhai"), "sleep(3);").unwrap();
+    let user = dir.path().join("user.json");
+    std::fs::write(&user, r#"{"user_id": "u"}"#).unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_claimrules"))
+        .arg("run")
+        .arg("--user")
+        .arg(&user)
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sleep"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

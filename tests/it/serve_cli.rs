@@ -252,3 +252,168 @@ fn sighup_reloads_the_rules_without_watching() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+// --- Issue 15: configuration and log output.
+
+#[test]
+fn a_redirect_uri_with_a_fragment_is_refused_and_plain_http_elsewhere_warned() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("claimrules.toml");
+    let client = |uri: &str| {
+        format!(
+            "rules = \"{}\"\n[[client]]\nclient_id = \"a\"\nclient_secret = \"s3cret-s3cret\"\nredirect_uris = [\"{uri}\"]\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/rules")
+        )
+    };
+    for uri in [
+        "https://app.example.com/cb#frag",
+        "https://app.example.com/cb#",
+    ] {
+        std::fs::write(&cfg, client(uri)).unwrap();
+        let out = bin()
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{uri}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("fragment") && err.contains("RFC 6749"),
+            "{err}"
+        );
+    }
+    // Plain http to another machine starts, with a warning; loopback does not warn.
+    for (uri, warned) in [
+        ("http://app.example.com/cb", true),
+        ("http://127.0.0.1:4000/cb", false),
+        ("http://localhost:4000/cb", false),
+        ("https://app.example.com/cb", false),
+    ] {
+        std::fs::write(&cfg, client(uri)).unwrap();
+        let port = free_port();
+        let mut child = bin()
+            .args([
+                "serve",
+                "--no-watch",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--config",
+            ])
+            .arg(&cfg)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next().is_some_and(|l| l.is_ok()), "{uri}: starts");
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.contains("plain http"), warned, "{uri}: {err}");
+    }
+}
+
+#[test]
+fn a_malformed_database_url_never_prints_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("claimrules.toml");
+    for url in [
+        "postgres://admin:Sup3rS3cret@db.example:notaport/claimrules",
+        "postgres://admin:Sup3r S3cret@db.example/claimrules",
+        "postgres://admin:Sup3r/S3cret@db.example:5432/claimrules",
+        "postgres://db.example/claimrules?user=admin&password=Sup3rS3cret&port=x",
+        "mysql://admin:Sup3rS3cret@db.example/claimrules",
+    ] {
+        std::fs::write(&cfg, format!("database_url = \"{url}\"\n")).unwrap();
+        let out = bin()
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("S3cret"), "{url}: {all}");
+        assert!(all.contains("***"), "{url}: {all}");
+    }
+}
+
+/// A Hydra hook call whose fields carry CR, LF and ESC, against the binary logging as `format`;
+/// returns the server's stderr.
+async fn log_of_a_forging_hook_call(format: &str) -> String {
+    use crate::common::*;
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_binary_with(
+        dir.path(),
+        "[hooks]\nhydra_api_key = \"Bearer hook-key-0123456789\"\n",
+        &["--log-format", format],
+        "info",
+    )
+    .await;
+    let body = serde_json::json!({
+        "session": {"id_token": {"subject": "alice\nINFO claimrules: forged login of admin", "id_token_claims": {}}},
+        "request": {"client_id": "app\r\n2030-01-01T00:00:00Z ERROR forged\u{1b}[2J\u{1b}[31m", "grant_types": ["authorization_code"]}
+    });
+    let res = reqwest::Client::new()
+        .post(format!("{}/hooks/hydra/token", s.base))
+        .header("authorization", "Bearer hook-key-0123456789")
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(s);
+    std::fs::read_to_string(dir.path().join("server.log")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logged_request_values_cannot_forge_or_hide_lines() {
+    let text = log_of_a_forging_hook_call("text").await;
+    assert!(text.contains("rules ran for a Hydra token"), "{text}");
+    assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+    for line in text.lines() {
+        assert!(
+            line.as_bytes().first().is_some_and(u8::is_ascii_digit),
+            "every line is the server's own (timestamp first): {line:?}"
+        );
+        assert!(
+            !line.contains("claimrules: forged") || line.contains("alice\\n"),
+            "{line:?}"
+        );
+    }
+    assert!(
+        text.contains("alice\\nINFO claimrules: forged"),
+        "escaped in place: {text}"
+    );
+    assert!(text.contains("\\x1b[2J"), "{text}");
+
+    let json = log_of_a_forging_hook_call("json").await;
+    let mut seen = false;
+    for line in json.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{v}");
+        if v["fields"]["message"] == "rules ran for a Hydra token" {
+            seen = true;
+            assert_eq!(
+                v["fields"]["subject"], "alice\nINFO claimrules: forged login of admin",
+                "values round-trip exactly"
+            );
+            assert!(v["fields"]["client_id"]
+                .as_str()
+                .unwrap()
+                .contains('\u{1b}'));
+        }
+    }
+    assert!(seen, "{json}");
+    assert!(!json.contains('\u{1b}'), "raw ESC in the JSON log");
+    assert!(
+        json.contains("\"spans\""),
+        "the request span is kept: {json}"
+    );
+}

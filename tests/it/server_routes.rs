@@ -9,7 +9,11 @@ use serde_json::Value;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_hooks_are_served_beside_the_token_endpoint() {
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), None, "admin_token = \"admin-0123456789\"");
+    write_config(
+        dir.path(),
+        None,
+        "admin_token = \"admin-0123456789\"\n[hooks]\ninsecure_loopback = true",
+    );
     let s = TestServer::start(dir.path()).await;
     let http = reqwest::Client::new();
     let denied = http.get(s.url("/rules/status")).send().await.unwrap();

@@ -634,6 +634,46 @@ async fn purge_removes_only_expired(db: &TestDb) {
     assert_eq!(s.purge_expired(NOW).await.unwrap(), 0);
 }
 
+/// Issue 15: a redeemed code whose refresh family still lives survives the purge as a
+/// tombstone, so replaying it after its 60 s still revokes the family (RFC 6749 §4.1.2).
+async fn replay_after_purge_still_revokes_family(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_code("c", &g, NOW + 60).await.unwrap();
+    assert!(matches!(
+        s.redeem_code("c", NOW).await.unwrap(),
+        CodeRedemption::Redeemed(_)
+    ));
+    s.put_refresh("r1", "fam", &g, None).await.unwrap();
+    s.link_code_family("c", "fam").await.unwrap();
+    // Expired codes that keep nothing alive go: one never redeemed, one redeemed without
+    // a refresh token.
+    s.put_code("unused", &g, NOW + 60).await.unwrap();
+    s.put_code("no-family", &g, NOW + 60).await.unwrap();
+    s.redeem_code("no-family", NOW).await.unwrap();
+    assert_eq!(s.purge_expired(NOW + 61).await.unwrap(), 2);
+    assert_eq!(
+        s.redeem_code("unused", NOW + 62).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+    assert_eq!(
+        s.redeem_code("c", NOW + 62).await.unwrap(),
+        CodeRedemption::Replayed {
+            family: Some("fam".into())
+        }
+    );
+    assert_eq!(
+        s.rotate_refresh("r1", "r2", NOW + 62, None).await.unwrap(),
+        Rotation::Revoked
+    );
+    // With its family revoked (and then purged), the tombstone goes too.
+    s.purge_expired(NOW + 63).await.unwrap();
+    assert_eq!(
+        s.redeem_code("c", NOW + 64).await.unwrap(),
+        CodeRedemption::Unknown
+    );
+}
+
 async fn restart_persistence(db: &TestDb) {
     let g = grant("auth0|a");
     {
@@ -740,6 +780,7 @@ conformance!(
     keys_put_list_retire,
     key_lock_serializes_first_key,
     purge_removes_only_expired,
+    replay_after_purge_still_revokes_family,
     restart_persistence,
     newer_schema_refused,
 );

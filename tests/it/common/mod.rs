@@ -391,3 +391,70 @@ pub async fn fresh_postgres_schema(prefix: &str) -> String {
     let sep = if base.contains('?') { '&' } else { '?' };
     format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
+
+/// The real `claimrules` binary serving the config written by [`write_config`] (with `extra`) in
+/// `dir`, on a free loopback port (the config's issuer is set to it); killed on drop.
+/// `CLAIMRULES_TEST_BIN` names another binary (e.g. `target/release/claimrules`).
+pub struct BinServer {
+    pub child: std::process::Child,
+    pub base: String,
+    pub port: u16,
+}
+
+impl Drop for BinServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts [`BinServer`] and waits until it answers discovery.
+pub async fn start_binary(dir: &Path, extra: &str) -> BinServer {
+    start_binary_with(dir, extra, &[], "warn").await
+}
+
+/// [`start_binary`] with more `serve` arguments and a `RUST_LOG` filter; stderr goes to
+/// `dir/server.log`.
+pub async fn start_binary_with(dir: &Path, extra: &str, args: &[&str], log: &str) -> BinServer {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(dir, None, extra);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "issuer = \"http://127.0.0.1:1/\"",
+        &format!("issuer = \"http://127.0.0.1:{port}/\""),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let bin = std::env::var("CLAIMRULES_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_claimrules").to_owned());
+    let log_file = std::fs::File::create(dir.join("server.log")).unwrap();
+    let child = std::process::Command::new(bin)
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--no-watch")
+        .args(args)
+        .env("RUST_LOG", log)
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("the claimrules binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !reqwest::get(format!("{base}/.well-known/openid-configuration"))
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not come up: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    BinServer { child, base, port }
+}
