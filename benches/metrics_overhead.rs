@@ -31,7 +31,10 @@ fn per_request_counters() {
 }
 
 fn main() {
-    let runs: usize = std::env::var("RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let set = RuleSet::load(concat!(env!("CARGO_MANIFEST_DIR"), "/rules")).expect("sample rules");
     let user = json!({"user_id": "auth0|1", "email": "a@example.com", "email_verified": true,
         "app_metadata": {"roles": ["admin"], "plan": "pro"}, "user_metadata": {"theme": "dark"}, "logins_count": 3});

@@ -171,19 +171,16 @@ async fn exchange_run(alg: SigningAlg, secs: u64, concurrency: usize) -> (f64, f
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let req = TokenRequest {
-        client: &client,
-        api: api.as_ref(),
-        user,
-        scopes: scopes.clone(),
-        base_scope: None,
-        nonce: Some("n".into()),
-        auth_time: unix_now(),
-        protocol: Protocol::AuthorizationCode,
-        request: json!({"query": {}}),
-        logins_count: 1,
-        session_id: None,
-    };
+    let mut req = TokenRequest::for_client(&client, user)
+        .scopes(scopes.clone())
+        .nonce("n")
+        .auth_time(unix_now())
+        .protocol(Protocol::AuthorizationCode)
+        .request(json!({"query": {}}))
+        .logins_count(1);
+    if let Some(api) = &api {
+        req = req.api(api);
+    }
     let claims = serde_json::to_value(state.issuer.run_rules(&req).unwrap()).unwrap();
     let n = (secs as usize + 2) * 6000;
     let codes: Vec<String> = (0..n).map(|i| format!("bench-code-{i:08}")).collect();

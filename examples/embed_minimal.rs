@@ -36,9 +36,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use claimrules::config::{ApiConfig, ClientConfig, SigningAlg};
-use claimrules::issuer::{IssueError, SigningKey, TokenRequest};
-use claimrules::{HotRules, Issuer, RuleError, RuleSet, User};
+use claimrules::{
+    HotRules, IssueError, Issuer, RuleError, RuleSet, SigningAlg, SigningKey, TokenRequest, User,
+};
 
 /// Rules used without `--rules`: roles as a claim, unverified emails denied, viewers read-only.
 const RULES: [(&str, &str); 2] = [
@@ -78,11 +78,18 @@ struct Account {
     user: User,
 }
 
+/// The one API this server issues tokens for.
+struct Api {
+    identifier: &'static str,
+    scopes: [&'static str; 2],
+    token_lifetime: u64,
+}
+
 /// Everything the handlers share.
 struct App {
     issuer: Issuer,
-    client: ClientConfig,
-    api: ApiConfig,
+    client_id: &'static str,
+    api: Api,
     users: HashMap<&'static str, Account>,
 }
 
@@ -152,7 +159,7 @@ async fn token(State(app): State<Arc<App>>, Form(form): Form<TokenForm>) -> Resp
             "this demo supports grant_type=password only",
         );
     }
-    if form.client_id != app.client.client_id {
+    if form.client_id != app.client_id {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "unknown client");
     }
     if form
@@ -168,7 +175,7 @@ async fn token(State(app): State<Arc<App>>, Form(form): Form<TokenForm>) -> Resp
     }
     let scopes: Vec<String> = form.scope.split_whitespace().map(str::to_owned).collect();
     let known = |s: &String| {
-        ["openid", "profile", "email"].contains(&s.as_str()) || app.api.scopes.contains(s)
+        ["openid", "profile", "email"].contains(&s.as_str()) || app.api.scopes.contains(&s.as_str())
     };
     if let Some(s) = scopes.iter().find(|s| !known(s)) {
         return oauth_error(
@@ -190,14 +197,12 @@ async fn token(State(app): State<Arc<App>>, Form(form): Form<TokenForm>) -> Resp
     };
     let user = account.user.clone();
     // Rules are CPU-bound and bounded by their sandbox budget: keep them off the async workers.
-    let shared = app.clone();
-    let issued = tokio::task::spawn_blocking(move || {
-        let request = TokenRequest::new(&shared.client, user)
-            .api(&shared.api)
-            .scopes(scopes);
-        shared.issuer.issue(&request)
-    })
-    .await;
+    let request = TokenRequest::new(app.client_id, user)
+        .audience(app.api.identifier)
+        .access_token_lifetime(app.api.token_lifetime)
+        .scopes(scopes);
+    let issuer = app.issuer.clone();
+    let issued = tokio::task::spawn_blocking(move || issuer.issue(&request)).await;
     match issued {
         Ok(Ok(issued)) => {
             let mut body = json!({
@@ -255,12 +260,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .rules(rules)
         .key(SigningKey::generate(SigningAlg::RS256)?)
         .build()?;
-    let mut api = ApiConfig::new("https://api.example.com");
-    api.scopes = vec!["read:contacts".into(), "write:contacts".into()];
-    api.token_lifetime = 3600;
+    let api = Api {
+        identifier: "https://api.example.com",
+        scopes: ["read:contacts", "write:contacts"],
+        token_lifetime: 3600,
+    };
     let app = Arc::new(App {
         issuer,
-        client: ClientConfig::new("demo-cli"),
+        client_id: "demo-cli",
         api,
         users: users(),
     });

@@ -39,42 +39,8 @@ pub enum ConfigError {
     },
 }
 
-/// Signing algorithm of the issuer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub enum SigningAlg {
-    /// RSA-2048 PKCS#1 v1.5 with SHA-256.
-    #[default]
-    RS256,
-    /// ECDSA P-256 with SHA-256.
-    ES256,
-    /// Ed25519.
-    EdDSA,
-}
-
-impl SigningAlg {
-    /// The JOSE `alg` name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SigningAlg::RS256 => "RS256",
-            SigningAlg::ES256 => "ES256",
-            SigningAlg::EdDSA => "EdDSA",
-        }
-    }
-}
-
-impl std::str::FromStr for SigningAlg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "RS256" => Ok(SigningAlg::RS256),
-            "ES256" => Ok(SigningAlg::ES256),
-            "EdDSA" => Ok(SigningAlg::EdDSA),
-            other => Err(format!(
-                "unknown signing algorithm {other:?} (RS256 | ES256 | EdDSA)"
-            )),
-        }
-    }
-}
+/// Signing algorithm of the issuer (defined with the keys, see [`crate::issuer::SigningAlg`]).
+pub use crate::issuer::SigningAlg;
 
 /// `claimrules.toml`.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,12 +11,14 @@
 //! The root of the crate is the surface a token server written in Rust needs:
 //! [`RuleSet`] (compile and run rules), [`HotRules`] (a rule set that reloads when its folder
 //! changes), [`User`] and [`Context`] (the objects rules see), [`Outcome`] (claims and scope),
-//! [`Issuer`] (rules + namespace rule + signing) and [`verify`] (for the APIs).
+//! [`Issuer`] (rules + namespace rule + signing) with [`TokenRequest`], [`SigningKey`] and
+//! [`Protocol`], [`RuleError::oauth_error`] (the OAuth answer to a failure) and [`verify`] with
+//! [`Jwks`] (for the APIs). With `default-features = false` that is the whole crate: no server
+//! stack, store or command line is compiled.
 //!
 //! ```
-//! use claimrules::config::{ApiConfig, ClientConfig, SigningAlg};
-//! use claimrules::issuer::{SigningKey, TokenRequest};
-//! use claimrules::{verify, Context, Issuer, RuleSet, User, VerifyOptions};
+//! use claimrules::{verify, Context, Issuer, Jwks, RuleSet, SigningAlg, SigningKey};
+//! use claimrules::{TokenRequest, User, VerifyOptions};
 //! use serde_json::json;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,48 +53,63 @@
 //!     .rules(rules)
 //!     .key(SigningKey::generate(SigningAlg::ES256)?)
 //!     .build()?;
-//! let client = ClientConfig::new("reports");
-//! let api = ApiConfig::new("https://api.example.com");
-//! let issued = issuer.issue(
-//!     &TokenRequest::new(&client, ada).api(&api).scopes(["read:contacts", "write:contacts"]),
-//! )?;
+//! let request = TokenRequest::new("reports", ada)
+//!     .audience("https://api.example.com")
+//!     .scopes(["read:contacts", "write:contacts"]);
+//! let issued = issuer.issue(&request)?;
 //! assert_eq!(issued.scope, ["read:contacts"]); // the rule narrowed the scope
 //!
-//! // An API checks the token against the issuer's JWKS.
+//! // An API checks the token against the issuer's JWKS, parsed once.
+//! let jwks = Jwks::from_value(&issuer.jwks())?;
 //! let options = VerifyOptions::new("https://login.example.com/", "https://api.example.com")
 //!     .require_scope("read:contacts");
-//! let claims = verify(&issued.access_token, &issuer.jwks(), &options)?;
+//! let claims = verify(&issued.access_token, &jwks, &options)?;
 //! assert_eq!(claims["sub"], "auth0|42");
 //! assert_eq!(claims["https://example.com/roles"], json!(["admin"]));
 //! # Ok(()) }
 //! ```
 //!
-//! The full OAuth 2.0 server ([`server::router`], [`serve::app`]) is an axum `Router` that a
-//! host app can `nest` under a prefix; its issuer URL must then end with that prefix
+//! The full OAuth 2.0 server (feature `server`, on by default: `server::router`, `serve::app`)
+//! is an axum `Router` that a host app can `nest` under a prefix; its issuer URL must then end with that prefix
 //! (`https://example.com/auth/` for `.nest("/auth", ..)`), since discovery and the login forms
 //! are built from it.
 
 pub mod claims;
+#[cfg(feature = "server")]
 pub mod config;
+// Random tokens, hashes, PKCE: helpers of the issuer and the server, not an API.
+#[doc(hidden)]
 pub mod crypto;
+#[cfg(feature = "server")]
 pub mod datadir;
+#[cfg(feature = "server")]
 pub mod hooks;
 pub mod issuer;
+#[cfg(feature = "server")]
 pub mod logging;
 pub mod model;
+#[cfg(feature = "server")]
 pub mod password;
+#[cfg(feature = "server")]
 pub mod playground;
 pub mod rules;
+#[cfg(feature = "server")]
 pub mod serve;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod telemetry;
 pub mod testing;
 pub mod watch;
 
-pub use issuer::verify::{verify, VerifyOptions};
-pub use issuer::Issuer;
+pub use issuer::verify::{verify, Jwks, VerifyError, VerifyOptions};
+pub use issuer::{
+    Endpoint, IssueError, Issued, Issuer, OAuthError, Protocol, SetupError, SigningAlg, SigningKey,
+    TokenRequest,
+};
 pub use model::{Context, User};
-pub use rules::{Outcome, RuleError, RuleSet};
+pub use rules::{Outcome, RuleError, RuleSet, RuleSetOptions};
 pub use testing::TestSuite;
 pub use watch::HotRules;

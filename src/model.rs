@@ -4,7 +4,7 @@
 //! fields, [`User::set`] / [`Context::set`] add anything else (`user.groups`,
 //! `context.request.geoip`, …), and every field passes through to the rules unchanged. Convert
 //! with `.into()` wherever a `serde_json::Value` is expected ([`crate::RuleSet::run`],
-//! [`crate::issuer::TokenRequest::new`]).
+//! [`crate::TokenRequest::new`]).
 //!
 //! ```
 //! use claimrules::{Context, User};
@@ -78,6 +78,7 @@ macro_rules! json_object_conversions {
 
 /// Why a JSON value is not a usable user or context.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     /// The value is not a JSON object.
     #[error("the {0} must be a JSON object")]
@@ -276,9 +277,10 @@ impl Context {
         Context::new(client_id, Protocol::RefreshToken)
     }
 
-    /// A context for `client_id` and `protocol`.
-    pub fn new(client_id: impl Into<String>, protocol: Protocol) -> Context {
+    /// A context for `client_id` and `protocol` (a [`Protocol`] or its name).
+    pub fn new(client_id: impl Into<String>, protocol: impl Into<Protocol>) -> Context {
         let client_id = client_id.into();
+        let protocol = protocol.into();
         let mut fields = Map::new();
         for (key, value) in [
             ("clientID", Value::String(client_id.clone())),
@@ -354,9 +356,9 @@ impl Context {
         self.set("connectionStrategy", strategy.into())
     }
 
-    /// `protocol`.
-    pub fn protocol(self, protocol: Protocol) -> Context {
-        self.set("protocol", protocol.as_str())
+    /// `protocol` (a [`Protocol`] or its name).
+    pub fn protocol(self, protocol: impl Into<Protocol>) -> Context {
+        self.set("protocol", protocol.into().as_str())
     }
 
     /// Replaces `request` (`query`, `body`, `ip`, `hostname`, `userAgent`, `geoip`, …); a

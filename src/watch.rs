@@ -42,6 +42,7 @@ use crate::rules::{read_folder, FolderContents, LoadError, RuleSet, RuleSetOptio
 
 /// Errors of the watcher.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WatchError {
     /// The folder could not be watched.
     #[error("cannot watch {}: {message}", path.display())]
@@ -326,11 +327,14 @@ impl HotRules {
 
     /// Starts watching the rules folder (recursively, debounced by [`DEBOUNCE`]); every batch
     /// of changes triggers [`HotRules::reload`]. Idempotent; a fixed set has nothing to watch.
-    /// The watcher holds no strong reference: it stops when the last `HotRules` clone is dropped
-    /// or on [`HotRules::unwatch`].
-    pub fn watch(&self) -> Result<(), WatchError> {
+    ///
+    /// The watch lasts as long as the rule set is used: until the last clone of this
+    /// `HotRules` (the one inside an [`Issuer`](crate::Issuer) included) is dropped, or
+    /// [`HotRules::unwatch`]. The returned handle is such a clone, so
+    /// `let rules = HotRules::load(dir, options)?.watch()?;` keeps what it watches.
+    pub fn watch(&self) -> Result<HotRules, WatchError> {
         let Some(dir) = &self.inner.dir else {
-            return Ok(());
+            return Ok(self.clone());
         };
         let mut slot = lock(&self.inner.watch);
         if slot.is_none() {
@@ -343,7 +347,7 @@ impl HotRules {
             })?);
             tracing::info!(dir = %dir.display(), debounce_ms = DEBOUNCE.as_millis() as u64, "watching the rules folder");
         }
-        Ok(())
+        Ok(self.clone())
     }
 
     /// Stops watching the folder (reloads can still be triggered with [`HotRules::reload`]).

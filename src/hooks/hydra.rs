@@ -12,7 +12,7 @@
 //!   `user_id` = the session's subject, `username` when Hydra has one, and empty `app_metadata`
 //!   / `user_metadata` maps unless the claims carry them.
 //! - `context`: `clientID`, `clientName` and `clientMetadata` from `request.client_id` /
-//!   `request.client`, `protocol` from the grant type ([`super::protocol_for_grant`]),
+//!   `request.client`, `protocol` from the grant type ([`Protocol::for_grant_type`]),
 //!   `grantedScopes`, `grantedAudience`, `request.body` = `request.payload` (one-element arrays
 //!   flattened, credentials such as `assertion` removed), `request.query` = `{}`,
 //!   `authentication.methods` from the ID token's `amr`/`auth_time`, `sessionID` from `sid`.
@@ -30,10 +30,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Map, Value};
 
 use super::{
-    log_rule_error, protocol_for_grant, read_json, run_rules, split_claims, warn_dropped,
-    warn_scope_ignored, without_secrets, HookState,
+    log_rule_error, read_json, run_rules, split_claims, warn_dropped, warn_scope_ignored,
+    without_secrets, HookState,
 };
 use crate::claims::{is_namespaced, TokenKind, REGISTERED_CLAIMS};
+use crate::issuer::Protocol;
 
 /// Go marshals nil slices and maps as `null`: read those as empty.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -51,7 +52,7 @@ pub struct TokenHookRequest {
     #[serde(default, deserialize_with = "null_as_default")]
     pub session: Session,
     /// The token request.
-    pub request: TokenRequest,
+    pub request: GrantRequest,
 }
 
 /// Hydra's `session`.
@@ -84,7 +85,7 @@ pub struct IdTokenSession {
 
 /// Hydra's `request`.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct TokenRequest {
+pub struct GrantRequest {
     /// The client's id.
     #[serde(default, deserialize_with = "null_as_default")]
     pub client_id: String,
@@ -200,7 +201,7 @@ pub fn map_request(req: &TokenHookRequest, reserved: &[String]) -> Mapped {
         "clientID": r.client_id,
         "clientName": client_name,
         "clientMetadata": client_metadata,
-        "protocol": protocol_for_grant(grant),
+        "protocol": Protocol::for_grant_type(grant).as_str(),
         "grantedScopes": r.granted_scopes,
         "grantedAudience": r.granted_audience,
         "request": {"query": {}, "body": body},

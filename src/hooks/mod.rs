@@ -315,21 +315,6 @@ fn log_rule_error(hook: &str, version: u64, err: &RuleError) {
     }
 }
 
-/// Maps an OAuth 2.0 grant type to Auth0's `context.protocol`.
-pub fn protocol_for_grant(grant_type: &str) -> String {
-    match grant_type {
-        "authorization_code" | "implicit" | "" => "oidc-basic-profile".to_owned(),
-        "refresh_token" => "oauth2-refresh-token".to_owned(),
-        "client_credentials" => "oauth2-client-credentials".to_owned(),
-        "password" => "oauth2-password".to_owned(),
-        "urn:ietf:params:oauth:grant-type:device_code" => "oauth2-device-code".to_owned(),
-        "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
-            "oauth2-resource-owner-jwt-bearer".to_owned()
-        }
-        other => other.to_owned(),
-    }
-}
-
 /// Token-request fields that are credentials and never reach rules.
 const SECRET_FIELDS: &[&str] = &[
     "client_secret",

@@ -31,10 +31,11 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{
-    log_rule_error, protocol_for_grant, read_json, run_rules, split_claims, warn_dropped,
-    warn_scope_ignored, without_secrets, HookError, HookState,
+    log_rule_error, read_json, run_rules, split_claims, warn_dropped, warn_scope_ignored,
+    without_secrets, HookError, HookState,
 };
 use crate::claims::TokenKind;
+use crate::issuer::Protocol;
 use crate::rules::RuleError;
 
 /// The event type of Okta's token inline hook.
@@ -165,7 +166,7 @@ pub fn map_event(
         "clientID": str_at(ctx, "/protocol/client/id").unwrap_or(""),
         "clientName": str_at(ctx, "/protocol/client/name").unwrap_or(""),
         "clientMetadata": {},
-        "protocol": protocol_for_grant(&grant),
+        "protocol": Protocol::for_grant_type(&grant).as_str(),
         "grantedScopes": granted_scopes,
         "grantedAudience": audience,
         "request": {

@@ -2,9 +2,7 @@
 //! its own token server (no config file, store or HTTP server needed).
 //!
 //! ```
-//! use claimrules::config::{ApiConfig, ClientConfig, SigningAlg};
-//! use claimrules::issuer::{Issuer, SigningKey, TokenRequest};
-//! use claimrules::{RuleSet, User};
+//! use claimrules::{Issuer, RuleSet, SigningAlg, SigningKey, TokenRequest, User};
 //! use serde_json::json;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -14,10 +12,8 @@
 //!     .build()?;
 //! assert_eq!(issuer.issuer(), "https://login.example.com/");
 //!
-//! let client = ClientConfig::new("my-app");
-//! let api = ApiConfig::new("https://api.example.com");
-//! let request = TokenRequest::new(&client, User::new("auth0|42"))
-//!     .api(&api)
+//! let request = TokenRequest::new("my-app", User::new("auth0|42"))
+//!     .audience("https://api.example.com")
 //!     .scopes(["openid", "read:contacts"])
 //!     .nonce("n-0S6");
 //! let issued = issuer.issue(&request)?;
@@ -26,15 +22,13 @@
 //! # Ok(()) }
 //! ```
 
-use serde_json::{json, Value};
-
-use super::{unix_now, Issuer, KeyRing, Protocol, SigningKey, TokenRequest};
-use crate::config::{ApiConfig, ClientConfig};
+use super::{Issuer, KeyRing, SigningKey};
 use crate::rules::RuleSet;
 use crate::watch::HotRules;
 
 /// Why an [`IssuerBuilder`] could not build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The issuer URL is not an absolute `http(s)` URL with a host and without query or fragment.
     #[error("issuer URL {url:?} is not usable: {reason}")]
@@ -59,21 +53,26 @@ pub struct IssuerBuilder {
     issuer: String,
     rules: Option<HotRules>,
     keys: Option<KeyRing>,
+    reserve_host: bool,
+    userinfo_audience: bool,
 }
 
 impl Issuer {
     /// Starts building an issuer for `issuer_url` (the tokens' `iss`; a trailing slash is
     /// added when missing). Rules and a signing key are required.
     ///
-    /// The namespace rule's reserved hosts come from the rule set's
-    /// [`RuleSetOptions`](crate::rules::RuleSetOptions): to refuse claims under the issuer's
-    /// own host, as `claimrules serve` does, list it in `namespace.reserved_hosts` when
-    /// compiling the rules.
+    /// By default the issuer's own host is reserved for claim keys, on top of the rule set's
+    /// [`RuleSetOptions`](crate::RuleSetOptions) `namespace.reserved_hosts` (a claim
+    /// `https://login.example.com/x` is refused by an issuer at `https://login.example.com/`,
+    /// as `claimrules serve` refuses it), and access tokens granted `openid` also carry the
+    /// userinfo URL as an audience.
     pub fn builder(issuer_url: impl Into<String>) -> IssuerBuilder {
         IssuerBuilder {
             issuer: issuer_url.into(),
             rules: None,
             keys: None,
+            reserve_host: true,
+            userinfo_audience: true,
         }
     }
 }
@@ -97,6 +96,22 @@ impl IssuerBuilder {
         self
     }
 
+    /// Whether claim keys under the issuer's own host (and its subdomains) are refused, as the
+    /// namespace rule refuses a reserved host (default `true`).
+    pub fn reserve_issuer_host(mut self, reserve: bool) -> IssuerBuilder {
+        self.reserve_host = reserve;
+        self
+    }
+
+    /// Whether an access token granted `openid` also has `{issuer}userinfo` as an audience, and
+    /// a token without an API has it as its only one (default `true`, for a server that serves
+    /// OIDC userinfo). With `false` the audience is the API alone, and the client id when the
+    /// request names no API (RFC 9068 §3 requires an `aud`).
+    pub fn userinfo_audience(mut self, userinfo: bool) -> IssuerBuilder {
+        self.userinfo_audience = userinfo;
+        self
+    }
+
     /// The issuer.
     pub fn build(self) -> Result<Issuer, BuildError> {
         check_issuer_url(&self.issuer)?;
@@ -105,7 +120,13 @@ impl IssuerBuilder {
             .keys
             .filter(|k| k.signing().is_ok())
             .ok_or(BuildError::NoSigningKey)?;
-        Ok(Issuer::new(&self.issuer, keys, rules))
+        Ok(Issuer::with_settings(
+            &self.issuer,
+            keys,
+            rules,
+            self.reserve_host,
+            self.userinfo_audience,
+        ))
     }
 }
 
@@ -134,60 +155,11 @@ impl From<RuleSet> for HotRules {
     }
 }
 
-impl<'a> TokenRequest<'a> {
-    /// A request for `client` and `user` (a [`crate::User`] or its JSON): Authorization Code
-    /// protocol, no API, no scopes, authenticated now, `loginsCount` from the user's
-    /// `logins_count` (1 when absent), empty `context.request`, no session.
-    ///
-    /// Fields not covered by a setter are public: use struct update syntax, e.g.
-    /// `TokenRequest { protocol: Protocol::RefreshToken, ..TokenRequest::new(&client, user) }`.
-    pub fn new(client: &'a ClientConfig, user: impl Into<Value>) -> TokenRequest<'a> {
-        let user = user.into();
-        let logins_count = user
-            .get("logins_count")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
-        TokenRequest {
-            client,
-            api: None,
-            user,
-            scopes: Vec::new(),
-            base_scope: None,
-            nonce: None,
-            auth_time: unix_now(),
-            protocol: Protocol::AuthorizationCode,
-            request: json!({}),
-            logins_count,
-            session_id: None,
-        }
-    }
-
-    /// The API (audience) the access token is for.
-    pub fn api(mut self, api: &'a ApiConfig) -> TokenRequest<'a> {
-        self.api = Some(api);
-        self
-    }
-
-    /// The granted scopes (`openid` adds an ID token).
-    pub fn scopes<S: Into<String>>(
-        mut self,
-        scopes: impl IntoIterator<Item = S>,
-    ) -> TokenRequest<'a> {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// The OIDC `nonce` for the ID token.
-    pub fn nonce(mut self, nonce: impl Into<String>) -> TokenRequest<'a> {
-        self.nonce = Some(nonce.into());
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SigningAlg;
+    use crate::issuer::{SigningAlg, TokenRequest};
+    use serde_json::{json, Value};
 
     fn empty_rules() -> RuleSet {
         RuleSet::from_sources(vec![], json!({}), Default::default()).unwrap()
@@ -229,38 +201,23 @@ mod tests {
     }
 
     #[test]
-    fn token_request_new_takes_logins_count_from_the_user() {
-        let client = ClientConfig::new("c");
-        let r = TokenRequest::new(&client, crate::User::new("u").logins_count(5));
-        assert_eq!(r.logins_count, 5);
-        assert_eq!(r.protocol, Protocol::AuthorizationCode);
-        let r = TokenRequest::new(&client, json!({"user_id": "u"})).scopes(["a", "b"]);
-        assert_eq!(r.logins_count, 1);
-        assert_eq!(r.scopes, vec!["a".to_string(), "b".to_string()]);
-    }
-
-    #[test]
     fn issuer_context_keeps_the_server_shape() {
         let issuer = Issuer::builder("https://login.example.com/")
             .rules(empty_rules())
             .key(SigningKey::generate(SigningAlg::EdDSA).unwrap())
             .build()
             .unwrap();
-        let mut client = ClientConfig::new("web");
-        client.name = Some("Web App".into());
-        client.metadata.insert("tier".into(), json!("gold"));
-        let api = ApiConfig::new("https://api.example.com");
-        let req = TokenRequest {
-            auth_time: 1_700_000_000,
-            logins_count: 3,
-            session_id: Some("s1".into()),
-            request: json!({"query": {"scope": "openid"}, "ip": "10.0.0.1"}),
-            ..TokenRequest::new(
-                &client,
-                json!({"user_id": "auth0|a", "app_metadata": {"roles": ["admin"]}}),
-            )
-            .api(&api)
-        };
+        let req = TokenRequest::new(
+            "web",
+            json!({"user_id": "auth0|a", "app_metadata": {"roles": ["admin"]}}),
+        )
+        .client_name("Web App")
+        .client_metadata(json!({"tier": "gold"}))
+        .audience("https://api.example.com")
+        .auth_time(1_700_000_000)
+        .logins_count(3)
+        .session_id("s1")
+        .request(json!({"query": {"scope": "openid"}, "ip": "10.0.0.1"}));
         assert_eq!(
             issuer.context(&req),
             json!({
@@ -301,9 +258,8 @@ mod tests {
             .key(SigningKey::generate(SigningAlg::ES256).unwrap())
             .build()
             .unwrap();
-        let client = ClientConfig::new("web");
-        let api = ApiConfig::new("https://api.example.com");
-        let req = TokenRequest::new(&client, crate::User::new("auth0|a")).api(&api);
+        let req = TokenRequest::new("web", crate::User::new("auth0|a"))
+            .audience("https://api.example.com");
         let ctx = crate::Context::login("web")
             .audience("https://api.example.com")
             .request_field("geoip", json!({"country_code": "NL"}));
@@ -318,5 +274,92 @@ mod tests {
         .unwrap();
         assert_eq!(verified["https://example.com/country"], "NL");
         assert_eq!(verified["sub"], "auth0|a");
+    }
+
+    fn issuer_with(rules: RuleSet, builder: impl FnOnce(IssuerBuilder) -> IssuerBuilder) -> Issuer {
+        builder(
+            Issuer::builder("https://login.example.com/")
+                .rules(rules)
+                .key(SigningKey::generate(SigningAlg::EdDSA).unwrap()),
+        )
+        .build()
+        .unwrap()
+    }
+
+    #[test]
+    fn the_issuers_host_is_reserved_unless_turned_off() {
+        let source = r#"context.accessToken["https://login.example.com/x"] = 1;
+                        context.accessToken["https://example.com/y"] = 2;"#;
+        let rules = || {
+            RuleSet::from_sources(
+                vec![("r".into(), source.into())],
+                json!({}),
+                Default::default(),
+            )
+            .unwrap()
+        };
+        let req = TokenRequest::new("web", crate::User::new("auth0|a"));
+        let claims = issuer_with(rules(), |b| b).run_rules(&req).unwrap();
+        assert_eq!(
+            Value::Object(claims.access_token),
+            json!({"https://example.com/y": 2})
+        );
+        let claims = issuer_with(rules(), |b| b.reserve_issuer_host(false))
+            .run_rules(&req)
+            .unwrap();
+        assert_eq!(claims.access_token["https://login.example.com/x"], 1);
+        // A set that already reserves the host is used as it is.
+        let mut options = crate::RuleSetOptions::default();
+        options.namespace.reserved_hosts = vec!["example.com".into()];
+        let set =
+            RuleSet::from_sources(vec![("r".into(), source.into())], json!({}), options).unwrap();
+        let claims = issuer_with(set, |b| b).run_rules(&req).unwrap();
+        assert!(claims.access_token.is_empty(), "{:?}", claims.access_token);
+    }
+
+    #[test]
+    fn the_userinfo_audience_can_be_left_out() {
+        let aud = |issuer: &Issuer, req: &TokenRequest| {
+            let issued = issuer.issue(req).unwrap();
+            let payload = issued.access_token.split('.').nth(1).unwrap().to_owned();
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                    .unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()["aud"].clone()
+        };
+        let api = TokenRequest::new("web", crate::User::new("auth0|a"))
+            .audience("https://api.example.com")
+            .scopes(["openid"]);
+        let bare = TokenRequest::new("web", crate::User::new("auth0|a")).scopes(["openid"]);
+        let with = issuer_with(empty_rules(), |b| b);
+        assert_eq!(
+            aud(&with, &api),
+            json!([
+                "https://api.example.com",
+                "https://login.example.com/userinfo"
+            ])
+        );
+        assert_eq!(
+            aud(&with, &bare),
+            json!("https://login.example.com/userinfo")
+        );
+        let without = issuer_with(empty_rules(), |b| b.userinfo_audience(false));
+        assert_eq!(aud(&without, &api), json!("https://api.example.com"));
+        assert_eq!(aud(&without, &bare), json!("web"));
+    }
+
+    #[test]
+    fn an_issuer_moves_into_a_blocking_task_with_its_request() {
+        fn shareable<T: Clone + Send + Sync + 'static>(_: &T) {}
+        let issuer = issuer_with(empty_rules(), |b| b);
+        shareable(&issuer);
+        let req = TokenRequest::new("web", crate::User::new("auth0|a"));
+        shareable(&req);
+        let (issuer2, req2) = (issuer.clone(), req.clone());
+        let issued = std::thread::spawn(move || issuer2.issue(&req2))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(issued.rules_version, 1);
     }
 }

@@ -11,11 +11,57 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::SigningAlg;
 use crate::crypto::b64url;
+
+/// Signing algorithm of the issuer.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
+#[non_exhaustive]
+pub enum SigningAlg {
+    /// RSA-2048 PKCS#1 v1.5 with SHA-256.
+    #[default]
+    RS256,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+}
+
+impl SigningAlg {
+    /// The JOSE `alg` name (RFC 7518 §3.1, RFC 8037 §3.1).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::RS256 => "RS256",
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+}
+
+impl std::fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SigningAlg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "RS256" => Ok(SigningAlg::RS256),
+            "ES256" => Ok(SigningAlg::ES256),
+            "EdDSA" => Ok(SigningAlg::EdDSA),
+            other => Err(format!(
+                "unknown signing algorithm {other:?} (RS256 | ES256 | EdDSA)"
+            )),
+        }
+    }
+}
 
 /// Errors of key handling.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Key generation failed.
     #[error("cannot generate a {0} key")]

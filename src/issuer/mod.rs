@@ -5,23 +5,29 @@
 
 mod builder;
 pub mod keys;
+pub mod oauth;
+mod protocol;
+mod request;
 pub mod verify;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{json, Map, Value};
 
-use crate::config::{ApiConfig, ClientConfig};
 use crate::model::Context;
-use crate::rules::{Outcome, RuleError};
-use crate::watch::HotRules;
+use crate::rules::{LoadError, Outcome, RuleError, RuleSet};
+use crate::watch::{HotRules, LoadedRules, WatchError};
 pub use builder::{BuildError, IssuerBuilder};
-pub use keys::{KeyError, KeyRing, SigningKey};
+pub use keys::{KeyError, KeyRing, SigningAlg, SigningKey};
+pub use oauth::{Endpoint, OAuthError};
+pub use protocol::Protocol;
+pub use request::{TokenRequest, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_ID_TOKEN_LIFETIME};
 
 /// Errors of the issuer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IssueError {
     /// The rules denied or failed.
     #[error(transparent)]
@@ -31,51 +37,24 @@ pub enum IssueError {
     Key(#[from] KeyError),
 }
 
-/// Which flow is issuing, as `context.protocol` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// Authorization Code grant (`oidc-basic-profile`).
-    AuthorizationCode,
-    /// Refresh token grant (`oauth2-refresh-token`).
-    RefreshToken,
-}
-
-impl Protocol {
-    /// The `context.protocol` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::AuthorizationCode => "oidc-basic-profile",
-            Protocol::RefreshToken => "oauth2-refresh-token",
-        }
-    }
-}
-
-/// Everything the pipeline needs to know about one issuance.
-#[derive(Debug, Clone)]
-pub struct TokenRequest<'a> {
-    /// The client.
-    pub client: &'a ClientConfig,
-    /// The API (audience), when one was requested.
-    pub api: Option<&'a ApiConfig>,
-    /// The Auth0-shaped user.
-    pub user: Value,
-    /// Granted scopes.
-    pub scopes: Vec<String>,
-    /// The access token's scope before the rules run, when it differs from `scopes` (on refresh:
-    /// the scope the rules left at login).
-    pub base_scope: Option<Vec<String>>,
-    /// The OIDC nonce.
-    pub nonce: Option<String>,
-    /// When the user logged in (unix seconds).
-    pub auth_time: i64,
-    /// The flow.
-    pub protocol: Protocol,
-    /// `context.request` (query, body, ip, hostname, userAgent).
-    pub request: Value,
-    /// `context.stats.loginsCount`.
-    pub logins_count: i64,
-    /// `context.sessionID`.
-    pub session_id: Option<String>,
+/// Why setting up the rules and the issuer failed: one error type for the `?`s of an
+/// embedder's start-up (loading rules, watching them, generating or parsing a key, building the
+/// issuer).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The rules did not load or compile.
+    #[error(transparent)]
+    Rules(#[from] LoadError),
+    /// The rules folder cannot be watched.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// A key could not be generated or parsed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The issuer could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
 }
 
 /// The result of the rules for one grant, ready to be signed now or later (e.g. at code exchange).
@@ -94,12 +73,16 @@ pub struct RuleClaims {
     /// The rule-set version that produced these claims.
     pub rules_version: u64,
     /// Metadata updates the rules asked the host to persist.
-    #[serde(default, skip_serializing_if = "crate::rules::MetadataUpdates::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::rules::MetadataUpdates::is_empty"
+    )]
     pub metadata: crate::rules::MetadataUpdates,
 }
 
 /// Signed tokens.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Issued {
     /// The access token (JWT, `typ` `at+jwt`).
     pub access_token: String,
@@ -118,17 +101,37 @@ pub struct Issued {
 }
 
 /// Issues tokens for one tenant: runs the rules and signs with the current key.
+///
+/// Cloning is cheap and every clone is the same issuer (keys, rules and settings are shared):
+/// move one into `spawn_blocking` or keep one per handler. `Issuer` is `Send + Sync`.
+#[derive(Clone)]
 pub struct Issuer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     issuer: String,
     userinfo: String,
+    userinfo_audience: bool,
+    /// The issuer's host, reserved for claim keys on top of the rule set's own reserved hosts.
+    reserved_host: Option<String>,
     keys: ArcSwap<KeyRing>,
     rules: HotRules,
+    /// The serving rule set with [`Inner::reserved_host`] added, for the version it was made from.
+    derived: ArcSwapOption<Derived>,
+}
+
+/// A rule-set version and, when its options do not reserve the issuer's host yet, the same
+/// rules with that host reserved.
+struct Derived {
+    source: Arc<LoadedRules>,
+    set: Option<RuleSet>,
 }
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issuer")
-            .field("issuer", &self.issuer)
+            .field("issuer", &self.inner.issuer)
             .finish_non_exhaustive()
     }
 }
@@ -142,44 +145,67 @@ pub fn unix_now() -> i64 {
 }
 
 impl Issuer {
-    /// An issuer for `issuer_url` (with trailing slash) signing with `keys`.
+    /// An issuer for `issuer_url` (with trailing slash) signing with `keys`; its host is
+    /// reserved for claim keys, and access tokens granted `openid` also have the userinfo URL
+    /// as an audience. [`Issuer::builder`] checks the URL and sets these.
     pub fn new(issuer_url: &str, keys: KeyRing, rules: HotRules) -> Issuer {
+        Issuer::with_settings(issuer_url, keys, rules, true, true)
+    }
+
+    fn with_settings(
+        issuer_url: &str,
+        keys: KeyRing,
+        rules: HotRules,
+        reserve_host: bool,
+        userinfo_audience: bool,
+    ) -> Issuer {
         let issuer = if issuer_url.ends_with('/') {
             issuer_url.to_owned()
         } else {
             format!("{issuer_url}/")
         };
+        let reserved_host = reserve_host
+            .then(|| url::Url::parse(&issuer).ok())
+            .flatten()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+            .filter(|h| !h.is_empty());
         Issuer {
-            userinfo: format!("{issuer}userinfo"),
-            issuer,
-            keys: ArcSwap::from_pointee(keys),
-            rules,
+            inner: Arc::new(Inner {
+                userinfo: format!("{issuer}userinfo"),
+                issuer,
+                userinfo_audience,
+                reserved_host,
+                keys: ArcSwap::from_pointee(keys),
+                rules,
+                derived: ArcSwapOption::empty(),
+            }),
         }
     }
 
     /// The issuer URL (`iss`).
     pub fn issuer(&self) -> &str {
-        &self.issuer
+        &self.inner.issuer
     }
 
-    /// The userinfo endpoint URL (also an `aud` of access tokens when `openid` is granted).
+    /// The userinfo endpoint URL (also an `aud` of access tokens when `openid` is granted,
+    /// unless [`IssuerBuilder::userinfo_audience`] turned that off).
     pub fn userinfo_url(&self) -> &str {
-        &self.userinfo
+        &self.inner.userinfo
     }
 
     /// The hot rule set.
     pub fn rules(&self) -> &HotRules {
-        &self.rules
+        &self.inner.rules
     }
 
     /// The current keys.
     pub fn keys(&self) -> Arc<KeyRing> {
-        self.keys.load_full()
+        self.inner.keys.load_full()
     }
 
-    /// Replaces the keys (roll-over).
+    /// Replaces the keys (roll-over), for every clone of this issuer.
     pub fn set_keys(&self, keys: KeyRing) {
-        self.keys.store(Arc::new(keys));
+        self.inner.keys.store(Arc::new(keys));
     }
 
     /// The public keys as a JWKS document (what `/.well-known/jwks.json` serves).
@@ -188,8 +214,8 @@ impl Issuer {
     }
 
     /// The Auth0-shaped `context` for a request.
-    pub fn context(&self, req: &TokenRequest<'_>) -> Value {
-        let tenant = url::Url::parse(&self.issuer)
+    pub fn context(&self, req: &TokenRequest) -> Value {
+        let tenant = url::Url::parse(&self.inner.issuer)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
             .unwrap_or_default();
@@ -199,14 +225,13 @@ impl Issuer {
             .cloned()
             .unwrap_or_else(|| json!([]));
         let name = req
-            .client
-            .name
+            .client_name
             .clone()
-            .unwrap_or_else(|| req.client.client_id.clone());
-        let mut ctx = Context::new(req.client.client_id.clone(), req.protocol)
+            .unwrap_or_else(|| req.client_id.clone());
+        let mut ctx = Context::new(req.client_id.clone(), req.protocol.clone())
             .client_name(name)
-            .client_metadata(Value::Object(req.client.metadata.clone()))
-            .request(req.request.clone())
+            .client_metadata(Value::Object(req.client_metadata.clone()))
+            .request(req.context_request())
             .logins_count(req.logins_count)
             .tenant(tenant)
             .authentication_methods([("pwd", req.auth_time)])
@@ -214,14 +239,33 @@ impl Issuer {
         if let Some(sid) = &req.session_id {
             ctx = ctx.session_id(sid.clone());
         }
-        if let Some(api) = req.api {
-            ctx = ctx.audience(api.identifier.clone());
+        if let Some(audience) = &req.audience {
+            ctx = ctx.audience(audience.clone());
         }
         ctx.into_value()
     }
 
+    /// The serving version's rules with the issuer's host reserved, made once per version; `None`
+    /// when no host is reserved.
+    fn derived(&self, loaded: &Arc<LoadedRules>) -> Option<Arc<Derived>> {
+        let host = self.inner.reserved_host.as_deref()?;
+        if let Some(d) = self.inner.derived.load_full() {
+            if Arc::ptr_eq(&d.source, loaded) {
+                return Some(d);
+            }
+        }
+        let reserved = &loaded.set.options().namespace.reserved_hosts;
+        let already = !crate::claims::is_namespaced(&format!("https://{host}/"), reserved);
+        let d = Arc::new(Derived {
+            source: loaded.clone(),
+            set: (!already).then(|| loaded.set.with_reserved_hosts(&[host.to_owned()])),
+        });
+        self.inner.derived.store(Some(d.clone()));
+        Some(d)
+    }
+
     /// Runs the rules for a request (on the calling thread; rules are CPU-bound).
-    pub fn run_rules(&self, req: &TokenRequest<'_>) -> Result<RuleClaims, RuleError> {
+    pub fn run_rules(&self, req: &TokenRequest) -> Result<RuleClaims, RuleError> {
         self.run_rules_with_context(req, self.context(req))
     }
 
@@ -230,7 +274,7 @@ impl Issuer {
     /// [`Issuer::sign`] as usual.
     pub fn run_rules_with_context(
         &self,
-        req: &TokenRequest<'_>,
+        req: &TokenRequest,
         context: impl Into<Value>,
     ) -> Result<RuleClaims, RuleError> {
         self.run_rules_traced(req, context).0
@@ -241,11 +285,16 @@ impl Issuer {
     /// attempt) and any other failure drops.
     pub fn run_rules_traced(
         &self,
-        req: &TokenRequest<'_>,
+        req: &TokenRequest,
         context: impl Into<Value>,
     ) -> (Result<RuleClaims, RuleError>, crate::rules::MetadataUpdates) {
-        let loaded = self.rules.current();
-        let trace = loaded.set.run_with(
+        let loaded = self.inner.rules.current();
+        let derived = self.derived(&loaded);
+        let set = derived
+            .as_ref()
+            .and_then(|d| d.set.as_ref())
+            .unwrap_or(&loaded.set);
+        let trace = set.run_with(
             req.user.clone(),
             context.into(),
             &crate::rules::RunOptions::default(),
@@ -281,13 +330,13 @@ impl Issuer {
     }
 
     /// Runs the rules and signs the tokens.
-    pub fn issue(&self, req: &TokenRequest<'_>) -> Result<Issued, IssueError> {
+    pub fn issue(&self, req: &TokenRequest) -> Result<Issued, IssueError> {
         let claims = self.run_rules(req)?;
         self.sign(req, &claims)
     }
 
     /// Builds the standard claims, merges the rules' claims under them and signs both tokens.
-    pub fn sign(&self, req: &TokenRequest<'_>, rc: &RuleClaims) -> Result<Issued, IssueError> {
+    pub fn sign(&self, req: &TokenRequest, rc: &RuleClaims) -> Result<Issued, IssueError> {
         let keys = self.keys();
         let key = keys.signing()?;
         let now = unix_now();
@@ -298,23 +347,27 @@ impl Issuer {
             .cloned()
             .unwrap_or(Value::Null);
         let openid = req.scopes.iter().any(|s| s == "openid");
-        let lifetime = req.api.map_or(86400, |a| a.token_lifetime);
+        let lifetime = req.access_token_lifetime;
         let jti = crate::crypto::random_token(16);
 
         let mut at: Map<String, Value> = rc.access_token.clone();
-        let aud = match (req.api, openid) {
-            (Some(api), true) => json!([api.identifier, self.userinfo]),
-            (Some(api), false) => json!(api.identifier),
-            (None, _) => json!(self.userinfo),
+        let (issuer, userinfo) = (&self.inner.issuer, &self.inner.userinfo);
+        // RFC 9068 §3: an access token always has an audience; without an API it is the userinfo
+        // endpoint, or the client itself when the issuer serves no userinfo.
+        let aud = match (&req.audience, openid && self.inner.userinfo_audience) {
+            (Some(api), true) => json!([api, userinfo]),
+            (Some(api), false) => json!(api),
+            (None, _) if self.inner.userinfo_audience => json!(userinfo),
+            (None, _) => json!(req.client_id),
         };
         for (k, v) in [
-            ("iss", json!(self.issuer)),
+            ("iss", json!(issuer)),
             ("sub", sub.clone()),
             ("aud", aud),
             ("iat", json!(now)),
             ("exp", json!(now + lifetime as i64)),
-            ("azp", json!(req.client.client_id)),
-            ("client_id", json!(req.client.client_id)),
+            ("azp", json!(req.client_id)),
+            ("client_id", json!(req.client_id)),
             ("scope", json!(rc.scope.join(" "))),
             ("jti", json!(jti)),
         ] {
@@ -349,11 +402,11 @@ impl Issuer {
             // Rule claims (namespaced, or OIDC profile overrides) over the user's profile.
             id.extend(rc.id_token.clone());
             for (k, v) in [
-                ("iss", json!(self.issuer)),
+                ("iss", json!(issuer)),
                 ("sub", sub),
-                ("aud", json!(req.client.client_id)),
+                ("aud", json!(req.client_id)),
                 ("iat", json!(now)),
-                ("exp", json!(now + req.client.id_token_lifetime as i64)),
+                ("exp", json!(now + req.id_token_lifetime as i64)),
                 ("auth_time", json!(req.auth_time)),
                 ("at_hash", json!(key.half_hash(&access_token))),
             ] {
@@ -369,7 +422,7 @@ impl Issuer {
         tracing::info!(
             jti = %jti,
             rules_version = rc.rules_version,
-            client_id = %req.client.client_id,
+            client_id = %req.client_id,
             protocol = req.protocol.as_str(),
             "tokens signed"
         );

@@ -250,7 +250,11 @@ mod tests {
         let hour = Duration::from_secs(3600);
         c.set("k1", json!("12345678"), hour).unwrap(); // 2 + 10 bytes
         c.set("k2", json!("12345678"), hour).unwrap();
-        assert_eq!(c.get("k1"), None, "over 20 bytes: the older entry is evicted");
+        assert_eq!(
+            c.get("k1"),
+            None,
+            "over 20 bytes: the older entry is evicted"
+        );
         assert!(c.get("k2").is_some());
         assert!(matches!(
             c.set("big", json!("x".repeat(30)), hour),

@@ -1,13 +1,13 @@
-//! What the rules executed, for the test runner's coverage: every statement reached (counted
-//! per rule and line) and the exact position of every statement and call reached, so a `deny`
-//! or `throw` site is known to have fired by its position, not by a text search.
+//! What the rules executed, for the test runner's coverage: how many times each statement and
+//! expression was reached, by position, and so how many times each line ran; a `deny` or
+//! `throw` site is known to have fired by its position, not by a text search.
 //!
 //! A rule set built with [`super::RuleSetOptions::coverage`] registers a rhai debugger that
 //! steps into every node; [`collect`] gathers what one run reached on this thread. Sets built
 //! without it (the token server's) carry no debugger and pay nothing.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
 use rhai::{ASTNode, Engine, Expr, Stmt};
@@ -17,41 +17,33 @@ use super::sites::line_col;
 /// What one or more runs reached, per rule (the rule's name is its AST's source).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hits {
-    /// Statements reached per rule and line.
-    pub lines: HashMap<String, BTreeMap<usize, u64>>,
-    /// Positions (line, column) of the statements and calls reached, per rule.
-    pub positions: HashMap<String, BTreeSet<(usize, usize)>>,
+    /// How many times each node (statement or expression) was reached, by (line, column), per
+    /// rule. rhai reports a few expressions twice per evaluation (an index `a[k]`), so line
+    /// counts come from the statements' own positions ([`super::sites::statement_positions`]).
+    pub positions: HashMap<String, BTreeMap<(usize, usize), u64>>,
 }
 
 impl Hits {
     /// Adds what `other` reached.
     pub fn merge(&mut self, other: &Hits) {
-        for (rule, lines) in &other.lines {
-            let mine = self.lines.entry(rule.clone()).or_default();
-            for (line, n) in lines {
-                *mine.entry(*line).or_default() += n;
-            }
-        }
         for (rule, positions) in &other.positions {
-            self.positions
-                .entry(rule.clone())
-                .or_default()
-                .extend(positions.iter().copied());
+            let mine = self.positions.entry(rule.clone()).or_default();
+            for (pos, n) in positions {
+                *mine.entry(*pos).or_default() += n;
+            }
         }
     }
 
     /// Whether the rule reached the node at `line`:`column`.
     pub fn reached(&self, rule: &str, line: usize, column: usize) -> bool {
-        self.positions
-            .get(rule)
-            .is_some_and(|p| p.contains(&(line, column)))
+        self.count(rule, line, column) > 0
     }
 
-    /// How many statements of `rule` ran at `line`.
-    pub fn line(&self, rule: &str, line: usize) -> u64 {
-        self.lines
+    /// How many times the rule reached the node at `line`:`column`.
+    pub fn count(&self, rule: &str, line: usize, column: usize) -> u64 {
+        self.positions
             .get(rule)
-            .and_then(|l| l.get(&line))
+            .and_then(|p| p.get(&(line, column)))
             .copied()
             .unwrap_or(0)
     }
@@ -81,10 +73,11 @@ pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Hits) {
 
 fn record(source: Option<&str>, node: &ASTNode) {
     let Some(rule) = source else { return };
-    let (statement, pos) = match node {
+    // rhai reports an expression statement (`a.push(x);`) as its expression.
+    let pos = match node {
         ASTNode::Stmt(Stmt::Block(..) | Stmt::Noop(..)) => return,
-        ASTNode::Stmt(s) => (true, s.position()),
-        ASTNode::Expr(e @ (Expr::FnCall(..) | Expr::MethodCall(..))) => (false, e.position()),
+        ASTNode::Stmt(s) => s.position(),
+        ASTNode::Expr(e) => e.position(),
         _ => return,
     };
     let (line, column) = line_col(pos);
@@ -94,18 +87,12 @@ fn record(source: Option<&str>, node: &ASTNode) {
     ACTIVE.with(|a| {
         let mut a = a.borrow_mut();
         let Some(hits) = a.as_mut() else { return };
-        if statement {
-            *hits
-                .lines
-                .entry(rule.to_owned())
-                .or_default()
-                .entry(line)
-                .or_default() += 1;
-        }
-        hits.positions
+        *hits
+            .positions
             .entry(rule.to_owned())
             .or_default()
-            .insert((line, column));
+            .entry((line, column))
+            .or_default() += 1;
     });
 }
 

@@ -107,6 +107,8 @@ const JS_RESERVED: &[(&str, &str)] = &[
 const FUNCTION_HINT: &str = "declare a function with `fn name(a, b) { … }`; the body of an Auth0 rule goes at the top level of the file, without the `function (user, context, callback) { … }` wrapper";
 const CALLBACK_HINT: &str =
     "a rule has no callback: it just ends; `deny(\"message\")` refuses the login";
+const ANONYMOUS_HINT: &str =
+    "an anonymous function is a closure: `|x| { … }` (`list.some(|ip| ip == context.request.ip)`)";
 const ARROW_HINT: &str = "closures are written `|x| x * 2` (or `|x| { … }`), not `x => …`";
 const MAP_HINT: &str = "map literals are written `#{ key: value }`, not `{ key: value }`";
 const PREFIX: &str = "rules are Rhai, not JavaScript";
@@ -187,7 +189,12 @@ fn parse_hint(kind: &ParseErrorType, source: &str, pos: Position) -> Option<Stri
     static FUNCTION: OnceLock<Option<Regex>> = OnceLock::new();
     static FOR: OnceLock<Option<Regex>> = OnceLock::new();
     static REGEX_LITERAL: OnceLock<Option<Regex>> = OnceLock::new();
+    static CASE: OnceLock<Option<Regex>> = OnceLock::new();
     let js_function = matches(&FUNCTION, r"(^|[^\w$])function(\s+[\w$]+)?\s*\(", line);
+    static ANONYMOUS: OnceLock<Option<Regex>> = OnceLock::new();
+    if js_function && matches(&ANONYMOUS, r"[(,=:]\s*function\s*\(", line) {
+        return Some(ANONYMOUS_HINT.into());
+    }
     let hint: String = match kind {
         ParseErrorType::VariableUndefined(name) => {
             if name == "function" || js_function {
@@ -227,6 +234,9 @@ fn parse_hint(kind: &ParseErrorType, source: &str, pos: Position) -> Option<Stri
             if matches(&FOR, r"(^|[^\w])for\s*\(", line) =>
         {
             "loops are `for item in array { … }` or `for i in 0..n { … }`".into()
+        }
+        _ if matches(&CASE, r"^\s*(case\s.*:|default\s*:)", line) => {
+            "a `switch` arm is `\"value\" => { … }` (and `_ => { … }` for every other value), without `case`, `default:` or `break`".into()
         }
         _ if js_function => FUNCTION_HINT.into(),
         _ if object_literal(line) => MAP_HINT.into(),
@@ -283,6 +293,11 @@ fn runtime_hint(message: &str) -> Option<String> {
         }
         return None;
     }
+    if message.starts_with("Data type incorrect: ") && message.ends_with("(expecting bool)") {
+        return Some(
+            "a condition takes a bool; there is no truthiness: test a field with `x != ()`, a flag with `x == true`, a list with `!x.is_empty()`".into(),
+        );
+    }
     if let Some(name) = message.strip_prefix("Variable not found: ") {
         let name = name.split_whitespace().next().unwrap_or("");
         if name == "user" || name == "context" {
@@ -333,6 +348,10 @@ mod tests {
             ("if user.a === 1 { }", "write `==`"),
             ("if user.a !== 1 { }", "write `!=`"),
             ("let f = (x) => x * 2;", "`|x| x * 2`"),
+            (
+                "let ok = [1].some(function (ip) {\n  return ip == 1;\n});",
+                "an anonymous function is a closure: `|x| { … }`",
+            ),
             ("let f = [1].map(x => x * 2);", "`|x| x * 2`"),
             ("let x = {a: 1};", "`#{ key: value }`"),
             ("let x = { \"a\": 1 };", "`#{ key: value }`"),
@@ -344,6 +363,10 @@ mod tests {
             ("for (let i = 0; i < 3; i++) { }", "`for i in 0..n { … }`"),
             ("let x = typeof user;", "`type_of(x)`"),
             ("let x = 1 > 0 ? 1 : 2;", "`if c { a } else { b }`"),
+            (
+                "switch user.a {\n    case \"x\":\n        break;\n}",
+                "`\"value\" => { … }`",
+            ),
         ] {
             let message = compile_error(src);
             assert!(
@@ -371,6 +394,10 @@ mod tests {
         )
         .contains("use `.len()`"));
         assert!(with_runtime_hint("Variable not found: user".into()).contains("pass `user` in"));
+        assert!(
+            with_runtime_hint("Data type incorrect: array (expecting bool)".into())
+                .contains("there is no truthiness: test a field with `x != ()`")
+        );
         assert_eq!(
             with_runtime_hint("Division by zero".into()),
             "Division by zero"

@@ -193,8 +193,25 @@ fn lint_rule(
 
     // Calls and JavaScript properties, everywhere (function bodies included).
     let mut calls = Vec::new();
+    let mut nots = Vec::new();
     sites::walk(ast, &mut |path| {
         match path.last() {
+            // `!user.email_verified`: an error at run time when the field is missing.
+            Some(ASTNode::Expr(Expr::FnCall(f, pos))) if f.name == "!" && f.args.len() == 1 => {
+                let target = sites::chain(&f.args[0]).filter(|_| !ends_in_call(&f.args[0]));
+                if let Some(target) = target {
+                    let names: Vec<&str> = target
+                        .iter()
+                        .map(|s| match s {
+                            Segment::Name(n) => n.as_str(),
+                            Segment::Computed => "[…]",
+                        })
+                        .collect();
+                    if names.len() > 1 && (names[0] == "user" || names[0] == "context") {
+                        nots.push((names.join("."), *pos));
+                    }
+                }
+            }
             Some(ASTNode::Stmt(Stmt::FnCall(f, pos)))
             | Some(ASTNode::Expr(Expr::FnCall(f, pos)))
             | Some(ASTNode::Expr(Expr::MethodCall(f, pos)))
@@ -253,6 +270,16 @@ fn lint_rule(
         );
     }
 
+    for (field, pos) in nots {
+        report(
+            Severity::Warning,
+            line_col(pos),
+            format!(
+                "`!{field}` fails at run time when the field is missing or not a bool (`!` takes a bool, a missing field is `()`): write `{field} != true` for a flag, `({field} ?? \"\") == \"\"` for a missing or empty string"
+            ),
+        );
+    }
+
     // Variables a script function reads without declaring them.
     for def in ast.iter_fn_def() {
         let mut declared: HashSet<String> = def.params.iter().map(|p| p.to_string()).collect();
@@ -299,6 +326,15 @@ fn lint_rule(
         }
     }
     findings
+}
+
+/// Whether an access chain ends in a method call (`user.roles.contains(x)`: a bool).
+fn ends_in_call(expr: &Expr) -> bool {
+    match expr {
+        Expr::Dot(b, _, _) | Expr::Index(b, _, _) => ends_in_call(&b.rhs),
+        Expr::MethodCall(..) | Expr::FnCall(..) => true,
+        _ => false,
+    }
 }
 
 /// The known name closest to `name` (at most two edits, or the same name in another case).

@@ -130,6 +130,7 @@ pub struct RunOptions {
 
 /// Why a rule set did not load.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError {
     /// The rules path is not a folder.
     #[error("{}: not a folder", .0.display())]
@@ -168,6 +169,7 @@ pub enum LoadError {
 
 /// Why a pipeline run failed. No token may be issued after any of these.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuleError {
     /// The rule denied the login on purpose (`deny("msg")` or `throw "msg"`).
     #[error("rule {rule:?} denied access: {message}")]
@@ -439,9 +441,9 @@ impl CompiledRule {
     pub fn deny_sites(&self) -> Vec<sites::DenySite> {
         sites::deny_sites(&self.ast)
     }
-    /// The lines of the rule that hold statements (for line coverage).
-    pub fn statement_lines(&self) -> std::collections::BTreeSet<usize> {
-        sites::statement_lines(&self.ast)
+    /// The positions of the rule's statements (for line coverage).
+    pub fn statement_positions(&self) -> Vec<(usize, usize)> {
+        sites::statement_positions(&self.ast)
     }
 }
 
@@ -638,6 +640,27 @@ impl RuleSet {
     /// The options the set was built with.
     pub fn options(&self) -> &RuleSetOptions {
         &self.options
+    }
+
+    /// The same compiled rules, sharing engine and cache, with `hosts` added to the reserved
+    /// hosts of the namespace rule (the issuer reserves its own host this way).
+    pub(crate) fn with_reserved_hosts(&self, hosts: &[String]) -> RuleSet {
+        let mut options = self.options.clone();
+        options
+            .namespace
+            .reserved_hosts
+            .extend(hosts.iter().cloned());
+        RuleSet {
+            engine: self.engine.clone(),
+            cache: self.cache.clone(),
+            http: self.http.clone(),
+            rules: self.rules.clone(),
+            configuration: self.configuration.clone(),
+            configuration_dyn: self.configuration_dyn.clone(),
+            reserved: Arc::new(options.namespace.reserved_hosts.clone()),
+            options,
+            verdicts: Default::default(),
+        }
     }
 
     /// Runs every enabled rule in order on `user` and `context`.

@@ -128,13 +128,7 @@ impl ModuleResolver for Resolver {
             loading.remove(path);
         }
         let module: Shared<Module> = result
-            .map_err(|e| {
-                Box::new(EvalAltResult::ErrorInModule(
-                    path.to_owned(),
-                    e,
-                    pos,
-                ))
-            })?
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_owned(), e, pos)))?
             .into();
         if let Ok(mut c) = lib.compiled.lock() {
             c.insert(path.to_owned(), module.clone());
@@ -153,8 +147,18 @@ mod tests {
             assert!(valid_import_path(ok), "{ok}");
         }
         for bad in [
-            "../x", "lib/../x", "lib/./x", "/etc/passwd", "lib/", "lib//x", "crypto", "lib\\x",
-            "lib/x.rhai", "lib/ x", "LIB/x", "lib/../../etc/passwd",
+            "../x",
+            "lib/../x",
+            "lib/./x",
+            "/etc/passwd",
+            "lib/",
+            "lib//x",
+            "crypto",
+            "lib\\x",
+            "lib/x.rhai",
+            "lib/ x",
+            "LIB/x",
+            "lib/../../etc/passwd",
         ] {
             assert!(!valid_import_path(bad), "{bad}");
         }

@@ -105,20 +105,24 @@ pub fn deny_sites(ast: &AST) -> Vec<DenySite> {
     sites.into_iter().collect()
 }
 
-/// The lines that hold a statement (blocks and no-ops left out): lcov's instrumented lines.
-pub fn statement_lines(ast: &AST) -> BTreeSet<usize> {
-    let mut lines = BTreeSet::new();
+/// The position of every statement (blocks and no-ops left out), as rhai reports it when the
+/// statement runs (an expression statement, `a.push(x);`, by its expression): the lines of
+/// these are lcov's instrumented lines.
+pub fn statement_positions(ast: &AST) -> Vec<(usize, usize)> {
+    let mut positions = BTreeSet::new();
     walk(ast, &mut |path| {
-        if let Some(ASTNode::Stmt(s)) = last(path) {
-            if !matches!(s, Stmt::Block(..) | Stmt::Noop(..)) {
-                if let Some(line) = s.position().line() {
-                    lines.insert(line);
-                }
-            }
+        let pos = match last(path) {
+            Some(ASTNode::Stmt(Stmt::Block(..) | Stmt::Noop(..))) => None,
+            Some(ASTNode::Stmt(Stmt::Expr(e))) => Some(e.position()),
+            Some(ASTNode::Stmt(s)) => Some(s.position()),
+            _ => None,
+        };
+        if let Some((line, column)) = pos.map(line_col).filter(|(l, _)| *l > 0) {
+            positions.insert((line, column));
         }
         true
     });
-    lines
+    positions.into_iter().collect()
 }
 
 /// One segment of an access chain such as `context.accessToken["k"]`.

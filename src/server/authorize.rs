@@ -17,7 +17,7 @@ use super::throttle::{AccountKey, Refused};
 use super::{client_ip, cookie, pages, rule_request, set_cookie, Shared};
 use crate::config::{ClientConfig, UserConfig};
 use crate::crypto::{random_token, secrets_equal, sha256_hex, valid_pkce_challenge};
-use crate::issuer::{unix_now, Protocol, TokenRequest};
+use crate::issuer::{unix_now, Endpoint, Protocol, TokenRequest};
 use crate::store::Grant;
 
 /// Name of the login session cookie.
@@ -494,19 +494,17 @@ async fn finish(
     };
     let traced = tokio::task::spawn_blocking(move || {
         super::cpu_bound_thread();
-        let treq = TokenRequest {
-            client: &client_owned,
-            api: api_owned.as_ref(),
-            user: rule_user,
-            scopes,
-            base_scope: None,
-            nonce,
-            auth_time,
-            protocol: Protocol::AuthorizationCode,
-            request: req_copy,
-            logins_count: logins,
-            session_id: Some(sid),
-        };
+        let mut treq = TokenRequest::for_client(&client_owned, rule_user)
+            .scopes(scopes)
+            .auth_time(auth_time)
+            .protocol(Protocol::AuthorizationCode)
+            .request(req_copy)
+            .logins_count(logins)
+            .session_id(sid);
+        if let Some(api) = &api_owned {
+            treq = treq.api(api);
+        }
+        treq.nonce = nonce;
         // A rule waiting on an API gives its slot up meanwhile (see `RuleSlots`).
         crate::rules::http::with_wait_slot(slot, || {
             issuer.run_rules_traced(&treq, issuer.context(&treq))
@@ -531,17 +529,15 @@ async fn finish(
     };
     let claims = match outcome {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) if e.is_denial() => {
-            let msg = match &e {
-                crate::rules::RuleError::Denied { message, .. } => message.clone(),
-                _ => "access denied".into(),
-            };
-            tracing::info!(rule = e.rule().unwrap_or("?"), "login denied by rule");
-            return req.error(state, "access_denied", &msg);
-        }
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "rule pipeline failed");
-            return req.error(state, "server_error", "the login could not be completed");
+            if e.is_denial() {
+                tracing::info!(rule = e.rule().unwrap_or("?"), "login denied by rule");
+            } else {
+                tracing::error!(error = %e, "rule pipeline failed");
+            }
+            // access_denied with the rule's message, or server_error (crate::issuer::oauth).
+            let answer = e.oauth_error(Endpoint::Authorize);
+            return req.error(state, answer.error, &answer.description);
         }
         Err(e) => {
             tracing::error!(error = %e, "rule task failed");

@@ -73,6 +73,13 @@ impl TokenError {
     }
 }
 
+impl From<crate::issuer::OAuthError> for TokenError {
+    /// The token endpoint's answer to a failed issuance ([`crate::issuer::oauth`]).
+    fn from(e: crate::issuer::OAuthError) -> TokenError {
+        TokenError::new(e.error, e.description)
+    }
+}
+
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
         metrics::counter!("claimrules_token_errors_total", "error" => self.code).increment(1);

@@ -18,8 +18,7 @@ use crate::config::ClientConfig;
 use crate::crypto::{
     pkce_s256_matches, random_token, secrets_equal, sha256_hex, valid_pkce_verifier,
 };
-use crate::issuer::{unix_now, IssueError, Issued, Protocol, RuleClaims, TokenRequest};
-use crate::rules::RuleError;
+use crate::issuer::{unix_now, Endpoint, IssueError, Issued, Protocol, RuleClaims, TokenRequest};
 use crate::store::{CodeRedemption, Grant, Rotation, StoreError};
 
 /// Fields a rule never sees in `context.request.body`.
@@ -450,31 +449,30 @@ async fn sign(
     })
 }
 
-fn token_request<'a>(
-    client: &'a ClientConfig,
-    api: Option<&'a crate::config::ApiConfig>,
+fn token_request(
+    client: &ClientConfig,
+    api: Option<&crate::config::ApiConfig>,
     grant: &Grant,
     user: Value,
     protocol: Protocol,
     request: Value,
     logins_count: i64,
-) -> TokenRequest<'a> {
-    TokenRequest {
-        client,
-        api,
-        user,
-        scopes: grant.scopes.clone(),
-        base_scope: grant.rule_scope.clone(),
-        nonce: match protocol {
-            Protocol::AuthorizationCode => grant.nonce.clone(),
-            Protocol::RefreshToken => None,
-        },
-        auth_time: grant.auth_time,
-        protocol,
-        request,
-        logins_count,
-        session_id: grant.session_id.clone(),
+) -> TokenRequest {
+    let mut req = TokenRequest::for_client(client, user)
+        .scopes(grant.scopes.clone())
+        .auth_time(grant.auth_time)
+        .request(request)
+        .logins_count(logins_count);
+    if let Some(api) = api {
+        req = req.api(api);
     }
+    req.base_scope = grant.rule_scope.clone();
+    req.session_id = grant.session_id.clone();
+    // Only the code grant's ID token carries the authorization request's nonce.
+    if protocol == Protocol::AuthorizationCode {
+        req.nonce = grant.nonce.clone();
+    }
+    req.protocol(protocol)
 }
 
 /// `claimrules_tokens_issued_total` by grant type and the signing key's algorithm.
@@ -626,12 +624,12 @@ async fn refresh_grant(
         .update_user_metadata(&user_id, &metadata)
         .await
         .map_err(store_failed)?;
-    let issued = issued.map_err(|e| match e {
-        IssueError::Rules(RuleError::Denied { message, .. }) => TokenError::invalid_grant(message),
-        other => {
-            tracing::error!(error = %other, "rule pipeline or signing failed on refresh");
-            TokenError::server_error()
+    let issued = issued.map_err(|e| {
+        if e.denial_message().is_none() {
+            tracing::error!(error = %e, "rule pipeline or signing failed on refresh");
         }
+        // invalid_grant with the rule's message, or server_error (crate::issuer::oauth).
+        TokenError::from(e.oauth_error(Endpoint::Token))
     })?;
     let new_token = random_token(32);
     match state

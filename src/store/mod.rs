@@ -10,7 +10,12 @@
 //! SHA-256 hex digest the caller computed. Times are unix seconds supplied by the caller (`now`),
 //! so the clock can be pinned in tests; a row with `expires_at <= now` is expired.
 
+// The engines are the `sqlite` and `postgres` features (Cargo.toml); the server needs one.
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("the store needs the `sqlite` or the `postgres` feature");
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::future::Future;
@@ -21,7 +26,9 @@ use serde_json::{Map, Value};
 
 pub use crate::rules::MetadataUpdates;
 
+#[cfg(feature = "postgres")]
 use self::postgres::PgStore;
+#[cfg(feature = "sqlite")]
 use self::sqlite::SqliteStore;
 
 /// Everything an authorization code or a refresh token stands for.
@@ -311,7 +318,9 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Engine {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteStore),
+    #[cfg(feature = "postgres")]
     Postgres(PgStore),
 }
 
@@ -320,6 +329,8 @@ enum Engine {
 #[must_use = "wait for the commit before anything derived from the write leaves the process"]
 pub struct Committed(CommitState);
 
+// Each engine uses part of it: with one engine, the other's part is unused.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 #[derive(Debug)]
 enum CommitState {
     Done,
@@ -327,6 +338,7 @@ enum CommitState {
     Pending(tokio::sync::oneshot::Receiver<Result<(), StoreError>>),
 }
 
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 impl Committed {
     pub(crate) fn done() -> Committed {
         Committed(CommitState::Done)
@@ -359,7 +371,9 @@ impl Committed {
 macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match &$self.engine {
+            #[cfg(feature = "sqlite")]
             Engine::Sqlite($s) => $call,
+            #[cfg(feature = "postgres")]
             Engine::Postgres($s) => $call,
         }
     };
@@ -368,7 +382,9 @@ macro_rules! dispatch {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let engine = match &self.engine {
+            #[cfg(feature = "sqlite")]
             Engine::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Engine::Postgres(_) => "postgres",
         };
         f.debug_struct("Store").field("engine", &engine).finish()
@@ -441,13 +457,15 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
+            #[cfg(feature = "sqlite")]
             "sqlite" => Ok(Store {
                 engine: Engine::Sqlite(SqliteStore::open_url(url).await?),
             }),
+            #[cfg(feature = "postgres")]
             "postgres" | "postgresql" => Ok(Store {
                 engine: Engine::Postgres(PgStore::open(url).await?),
             }),
-            _ => Err(StoreError::UnsupportedUrl(postgres::redact(url))),
+            _ => Err(StoreError::UnsupportedUrl(redact_url(url))),
         }
     }
 
@@ -456,9 +474,14 @@ impl Store {
     /// others ([`crate::datadir`]).
     pub async fn open_in_folder(data_dir: &Path) -> Result<Store, StoreError> {
         crate::datadir::private_folder(data_dir).map_err(StoreError::from_datadir)?;
-        Ok(Store {
+        #[cfg(feature = "sqlite")]
+        return Ok(Store {
             engine: Engine::Sqlite(SqliteStore::open_file(&data_dir.join("claimrules.db")).await?),
-        })
+        });
+        #[cfg(not(feature = "sqlite"))]
+        Err(StoreError::UnsupportedUrl(
+            "sqlite (built without the `sqlite` feature): set database_url".into(),
+        ))
     }
 
     /// Stores an authorization code (by the SHA-256 hex of the code) with its grant.
@@ -494,7 +517,9 @@ impl Store {
         now: i64,
     ) -> (Result<CodeRedemption, StoreError>, Committed) {
         match &self.engine {
+            #[cfg(feature = "sqlite")]
             Engine::Sqlite(s) => s.redeem_code_early(code_hash, now).await,
+            #[cfg(feature = "postgres")]
             Engine::Postgres(s) => (s.redeem_code(code_hash, now).await, Committed::done()),
         }
     }

@@ -71,6 +71,7 @@ struct RawExpect {
     app_metadata: Option<Map<String, Value>>,
     user_metadata: Option<Map<String, Value>>,
     user: Option<Map<String, Value>>,
+    user_absent: Option<Vec<String>>,
 }
 
 /// `over` merged deeply over `base` (objects merge, other values replace).
@@ -108,6 +109,7 @@ impl RawExpect {
             app_metadata: merged(&d.app_metadata, self.app_metadata),
             user_metadata: merged(&d.user_metadata, self.user_metadata),
             user: merged(&d.user, self.user),
+            user_absent: self.user_absent.or_else(|| d.user_absent.clone()),
         }
     }
 }
@@ -501,6 +503,7 @@ pub(super) fn load_file(path: &Path, known_rules: &[String]) -> Result<Vec<Case>
                 ("absent", !absent.is_empty()),
                 ("warnings", !warnings.is_empty()),
                 ("user", e.user.is_some()),
+                ("user_absent", e.user_absent.is_some()),
             ] {
                 if given {
                     return Err(at(
@@ -537,6 +540,7 @@ pub(super) fn load_file(path: &Path, known_rules: &[String]) -> Result<Vec<Case>
             app_metadata: e.app_metadata,
             user_metadata: e.user_metadata,
             user: e.user,
+            user_absent: e.user_absent.unwrap_or_default(),
         };
         cases.push(case);
     }

@@ -161,6 +161,9 @@ pub struct Expect {
     /// (`"app_metadata.plan"`); a table value checks the fields it lists, any other value
     /// (arrays included) must be equal; `null` means absent.
     pub user: Option<Map<String, Value>>,
+    /// Fields (names or dotted paths) the user must not have after the run (TOML has no
+    /// `null`; this is `expect.user` with `null` values).
+    pub user_absent: Vec<String>,
 }
 
 /// One test case: inputs and expectations. Built by case files or by the builder methods.
@@ -569,6 +572,12 @@ impl Case {
         if let Some(want) = &e.user {
             check_user(want, &out.user, "", failures);
         }
+        let absent: Map<String, Value> = e
+            .user_absent
+            .iter()
+            .map(|k| (k.clone(), Value::Null))
+            .collect();
+        check_user(&absent, &out.user, "", failures);
         for text in &e.warnings {
             if !out
                 .warnings
@@ -915,15 +924,15 @@ impl Coverage {
                 cov.denial_untested.push(name.to_owned());
             }
             let lines = if positions {
-                let mut all = rule.statement_lines();
-                if let Some(reached) = hits.lines.get(name) {
-                    all.extend(reached.keys().copied());
+                // A line ran as many times as the statement on it that ran most.
+                let mut lines: std::collections::BTreeMap<usize, u64> = Default::default();
+                for (line, column) in rule.statement_positions() {
+                    let slot = lines.entry(line).or_default();
+                    *slot = (*slot).max(hits.count(name, line, column));
                 }
-                all.into_iter()
-                    .map(|line| LineHits {
-                        line,
-                        hits: hits.line(name, line),
-                    })
+                lines
+                    .into_iter()
+                    .map(|(line, hits)| LineHits { line, hits })
                     .collect()
             } else {
                 Vec::new()

@@ -149,11 +149,18 @@ fn render_failure(f: &Failure, st: &Style) -> String {
         }
         Failure::Scope { expected, actual } => {
             let _ = writeln!(out, "    scope:");
+            let shown = |s: &Vec<String>| {
+                if s.is_empty() {
+                    "(empty)".to_owned()
+                } else {
+                    s.join(" ")
+                }
+            };
             let actual = actual
                 .as_ref()
-                .map(|s| s.join(" "))
+                .map(shown)
                 .unwrap_or_else(|| "(not set, none requested)".into());
-            diff_lines(&mut out, st, &expected.join(" "), &actual);
+            diff_lines(&mut out, st, &shown(expected), &actual);
         }
         Failure::NotFailed { expected } => {
             let _ = writeln!(out, "    expected {expected}, but the run succeeded");

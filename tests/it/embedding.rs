@@ -1,6 +1,6 @@
-//! Embedding claimrules: the two embedding examples run as real processes and issue tokens that
-//! verify, and a host app serves the claimrules endpoints nested under a prefix with a working
-//! login.
+//! Embedding claimrules: the embedding examples run as real processes and issue tokens that
+//! verify (embed_axum's own tests are in `embed_axum.rs`), and a host app serves the claimrules
+//! endpoints nested under a prefix with a working login.
 
 use crate::common;
 
@@ -16,7 +16,7 @@ use claimrules::{verify, VerifyOptions};
 use common::*;
 use serde_json::{json, Value};
 
-const EXAMPLES: [&str; 2] = ["embed_minimal", "embed_claims_only"];
+const EXAMPLES: [&str; 3] = ["embed_minimal", "embed_claims_only", "embed_axum"];
 
 /// The examples' binaries, built once (a no-op after `cargo test --all-targets`, which builds
 /// examples; `cargo test --test embedding` alone does not, and a stale binary would test old
@@ -56,9 +56,10 @@ fn example_bin(name: &str) -> PathBuf {
 }
 
 /// A running example, killed when dropped.
-struct Example {
+pub(crate) struct Example {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) base: String,
 }
 
 impl Drop for Example {
@@ -70,8 +71,14 @@ impl Drop for Example {
 
 /// Starts an example on a free port and waits (bounded) for its `listening on` line.
 fn start(name: &str, envs: &[(&str, &str)]) -> Example {
+    start_with(name, &[], envs)
+}
+
+/// [`start`] with more command-line arguments.
+pub(crate) fn start_with(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Example {
     let mut child = Command::new(example_bin(name))
         .args(["--addr", "127.0.0.1:0"])
+        .args(args)
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -103,7 +110,7 @@ fn start(name: &str, envs: &[(&str, &str)]) -> Example {
     example
 }
 
-async fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, Value) {
     let res = reqwest::Client::new()
         .post(url)
         .form(form)

@@ -19,6 +19,7 @@ mod cli_run_check;
 mod crash_safety;
 mod data_folder_modes;
 mod deny_and_errors;
+mod embed_axum;
 mod embedding;
 mod fuzz_corpus_replay;
 mod hooks_hydra;

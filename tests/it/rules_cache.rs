@@ -31,7 +31,10 @@ fn values_survive_between_runs_of_one_set_and_a_reload_empties_them() {
     let s = set(COUNTER, None);
     for expected in 0..3 {
         let out = s.run(json!({}), json!({})).unwrap();
-        assert_eq!(out.access_token["https://example.com/seen"], json!(expected));
+        assert_eq!(
+            out.access_token["https://example.com/seen"],
+            json!(expected)
+        );
     }
     let out = s.run(json!({}), json!({})).unwrap();
     assert_eq!(
@@ -52,10 +55,22 @@ fn entries_expire_after_their_ttl() {
         "#,
         None,
     );
-    assert!(s.run(json!({}), json!({})).unwrap().access_token.contains_key("https://e.com/miss"));
-    assert!(!s.run(json!({}), json!({})).unwrap().access_token.contains_key("https://e.com/miss"));
+    assert!(s
+        .run(json!({}), json!({}))
+        .unwrap()
+        .access_token
+        .contains_key("https://e.com/miss"));
+    assert!(!s
+        .run(json!({}), json!({}))
+        .unwrap()
+        .access_token
+        .contains_key("https://e.com/miss"));
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    assert!(s.run(json!({}), json!({})).unwrap().access_token.contains_key("https://e.com/miss"));
+    assert!(s
+        .run(json!({}), json!({}))
+        .unwrap()
+        .access_token
+        .contains_key("https://e.com/miss"));
 }
 
 #[test]
@@ -77,7 +92,11 @@ fn the_cache_is_bounded_by_entries_and_bytes() {
         }),
     );
     s.run(json!({}), json!({})).unwrap();
-    assert!(s.cache().len() <= 9, "{} entries over 1000 bytes", s.cache().len());
+    assert!(
+        s.cache().len() <= 9,
+        "{} entries over 1000 bytes",
+        s.cache().len()
+    );
 }
 
 #[test]
@@ -86,7 +105,10 @@ fn bad_values_and_ttls_are_catchable_rule_errors() {
         (r#"cache_set("k", || 1, 60);"#, "has no JSON form"),
         (r#"cache_set("k", 1, 0);"#, "ttl_seconds must be positive"),
         (r#"cache_set("k", 1, -5);"#, "ttl_seconds must be positive"),
-        (r#"cache_set("k", #{ t: timestamp() }, 60);"#, "has no JSON form"),
+        (
+            r#"cache_set("k", #{ t: timestamp() }, 60);"#,
+            "has no JSON form",
+        ),
     ] {
         match set(src, None).run(json!({}), json!({})).unwrap_err() {
             RuleError::Script { message, line, .. } => {

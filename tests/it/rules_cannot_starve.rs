@@ -101,19 +101,13 @@ async fn scenario() {
     let client = s.state.config.client(LOOPER).unwrap().clone();
     let issuer = s.state.issuer.clone();
     let (err, took) = tokio::task::spawn_blocking(move || {
-        let req = TokenRequest {
-            client: &client,
-            api: None,
-            user: json!({"user_id": "auth0|alice", "email": ALICE.0}),
-            scopes: vec!["openid".into()],
-            base_scope: None,
-            nonce: None,
-            auth_time: 0,
-            protocol: Protocol::AuthorizationCode,
-            request: json!({"query": {}, "body": {}}),
-            logins_count: 1,
-            session_id: None,
-        };
+        let req =
+            TokenRequest::for_client(&client, json!({"user_id": "auth0|alice", "email": ALICE.0}))
+                .scopes(["openid"])
+                .auth_time(0)
+                .protocol(Protocol::AuthorizationCode)
+                .request(json!({"query": {}, "body": {}}))
+                .logins_count(1);
         let start = Instant::now();
         let r = issuer.run_rules(&req);
         (r.err(), start.elapsed())

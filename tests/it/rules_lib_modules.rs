@@ -50,7 +50,11 @@ fn rules_share_functions_and_constants_from_lib() {
         ),
     ]);
     let set = RuleSet::load(dir.path()).unwrap();
-    assert_eq!(set.names(), vec!["10-a", "20-b"], "lib/ files are not rules");
+    assert_eq!(
+        set.names(),
+        vec!["10-a", "20-b"],
+        "lib/ files are not rules"
+    );
     assert_eq!(claim(&set, "https://example.com/a"), json!("HELLO U1"));
     assert_eq!(claim(&set, "https://example.com/n"), json!(42));
     assert_eq!(claim(&set, "https://example.com/c"), json!("hello "));
@@ -102,7 +106,10 @@ fn imports_outside_lib_are_refused_at_load_with_file_line_and_column() {
 fn a_broken_module_is_reported_with_its_own_file_and_line() {
     let dir = folder(&[
         ("lib/broken.rhai", "fn ok() { 1 }\nfn bad( { 2 }\n"),
-        ("10-rule.rhai", "import \"lib/broken\" as b;\nlet x = b::ok();"),
+        (
+            "10-rule.rhai",
+            "import \"lib/broken\" as b;\nlet x = b::ok();",
+        ),
     ]);
     let (path, line, _, message) = load_error(dir.path());
     assert!(path.ends_with("lib/broken.rhai"), "{path}");
@@ -135,7 +142,10 @@ fn a_symlink_out_of_the_rules_folder_is_refused() {
     match RuleSet::load(dir.path()).unwrap_err() {
         LoadError::Io { path, message } => {
             assert!(path.ends_with("lib/evil.rhai"), "{}", path.display());
-            assert!(message.contains("symlink out of the rules folder"), "{message}");
+            assert!(
+                message.contains("symlink out of the rules folder"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -168,7 +178,11 @@ fn the_check_command_accepts_imports_and_reports_bad_ones() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(dir.path().join("20-bad.rhai"), "import \"../x\" as x;").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_claimrules"))
         .arg("check")

@@ -59,10 +59,21 @@ fn updates_merge_for_later_rules_and_are_reported() {
         "a () value removes the key"
     );
     let app = out.metadata.app_metadata.clone().unwrap();
-    assert_eq!(app["roles"], json!(["admin", "editor"]), "later updates win");
-    assert_eq!(app["old"], Value::Null, "the removal is reported for the host");
+    assert_eq!(
+        app["roles"],
+        json!(["admin", "editor"]),
+        "later updates win"
+    );
+    assert_eq!(
+        app["old"],
+        Value::Null,
+        "the removal is reported for the host"
+    );
     assert_eq!(out.metadata.user_metadata.unwrap()["theme"], json!("dark"));
-    assert_eq!(out.user["app_metadata"]["roles"], json!(["admin", "editor"]));
+    assert_eq!(
+        out.user["app_metadata"]["roles"],
+        json!(["admin", "editor"])
+    );
 }
 
 #[test]
@@ -100,10 +111,7 @@ fn an_update_that_is_not_a_map_or_too_large_is_a_rule_error() {
     for (src, want) in [
         ("update_app_metadata(42);", "expects a map, got i64"),
         ("update_user_metadata([1, 2]);", "expects a map, got array"),
-        (
-            "update_app_metadata(#{ f: || 1 });",
-            "has no JSON form",
-        ),
+        ("update_app_metadata(#{ f: || 1 });", "has no JSON form"),
         (
             r#"let big = "x"; while big.len() < 20000 { big += big; } update_app_metadata(#{ big: big });"#,
             "over the limit of 16384",
@@ -168,19 +176,18 @@ async fn counted(server: &TestServer) -> Value {
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     let claims = common::payload(body["id_token"].as_str().unwrap());
-    assert_eq!(claims["https://example.com/plan"], json!("pro"), "config metadata stays");
+    assert_eq!(
+        claims["https://example.com/plan"],
+        json!("pro"),
+        "config metadata stays"
+    );
     claims["https://example.com/counted"].clone()
 }
 
 async fn denied_login(server: &TestServer) {
     let client = common::browser();
-    let res = common::login_and_consent(
-        server,
-        &client,
-        &common::authorize_params("openid"),
-        BOB,
-    )
-    .await;
+    let res =
+        common::login_and_consent(server, &client, &common::authorize_params("openid"), BOB).await;
     let p = common::location_params(&res);
     assert_eq!(common::param(&p, "error").as_deref(), Some("access_denied"));
 }
@@ -195,7 +202,13 @@ async fn the_next_login_starts_with_the_stored_metadata_sqlite_and_after_a_resta
     assert_eq!(counted(&server).await, json!(2));
     denied_login(&server).await;
     denied_login(&server).await;
-    let bob = server.state.store.user_metadata("auth0|bob").await.unwrap().unwrap();
+    let bob = server
+        .state
+        .store
+        .user_metadata("auth0|bob")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         bob.app_metadata.unwrap()["counted"],
         json!(2),
@@ -204,8 +217,18 @@ async fn the_next_login_starts_with_the_stored_metadata_sqlite_and_after_a_resta
     server.stop();
 
     let server = TestServer::start(dir.path()).await;
-    assert_eq!(counted(&server).await, json!(3), "the count survives a restart");
-    let alice = server.state.store.user_metadata("auth0|alice").await.unwrap().unwrap();
+    assert_eq!(
+        counted(&server).await,
+        json!(3),
+        "the count survives a restart"
+    );
+    let alice = server
+        .state
+        .store
+        .user_metadata("auth0|alice")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(alice.user_metadata.unwrap()["seen"], json!(true));
     server.stop();
 }
@@ -224,7 +247,13 @@ async fn the_next_login_starts_with_the_stored_metadata_on_another_postgres_inst
     assert_eq!(counted(&b).await, json!(2), "instance B sees what A stored");
     assert_eq!(counted(&a).await, json!(3));
     denied_login(&b).await;
-    let bob = a.state.store.user_metadata("auth0|bob").await.unwrap().unwrap();
+    let bob = a
+        .state
+        .store
+        .user_metadata("auth0|bob")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(bob.app_metadata.unwrap()["counted"], json!(1));
     a.stop();
     b.stop();

@@ -1,0 +1,1 @@
+//! The README's embedding examples against the lean build (`default-features = false`).
