@@ -376,6 +376,11 @@ async fn redeemed(
             "redirect_uri does not match the authorization request",
         ));
     }
+    // A failed check here burns the code: it was redeemed above, before any check. That is
+    // deliberate and what Keycloak and Auth0 do: a code is strictly one-shot (RFC 6749 §4.1.2),
+    // a thief holding a code gets exactly one guess at its verifier, and the legitimate client
+    // simply starts a new authorization. Keeping the code until the right verifier would mean
+    // unlimited guesses and a redemption that is no longer one atomic step.
     match (&grant.code_challenge, verifier) {
         (Some(challenge), Some(v)) if pkce_s256_matches(v, challenge) => {}
         (Some(_), Some(_)) => return Err(TokenError::invalid_grant("PKCE verification failed")),
