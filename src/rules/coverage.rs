@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use rhai::debugger::{DebuggerCommand, DebuggerEvent};
-use rhai::{ASTNode, Engine, Expr, Stmt};
+use rhai::{ASTNode, Engine, Stmt};
 
 use super::sites::line_col;
 

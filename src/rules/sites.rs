@@ -288,9 +288,10 @@ mod tests {
     #[test]
     fn statement_lines_leave_out_blank_and_comment_lines() {
         let ast = compile("// c\nlet a = 1;\n\nif a == 1 {\n  a = 2;\n}\n");
-        assert_eq!(
-            statement_lines(&ast).into_iter().collect::<Vec<_>>(),
-            [2, 4, 5]
-        );
+        let lines: BTreeSet<usize> = statement_positions(&ast).iter().map(|p| p.0).collect();
+        assert_eq!(lines.into_iter().collect::<Vec<_>>(), [2, 4, 5]);
+        // An expression statement by its expression (`a.push(1)` at the `.`), as rhai runs it.
+        let ast = compile("let a = [];\na.push(1);\n");
+        assert_eq!(statement_positions(&ast), [(1, 1), (2, 2)]);
     }
 }

@@ -266,6 +266,24 @@ fn not_on_a_missing_field_says_to_compare_with_true() {
 }
 
 #[test]
+fn check_warns_of_not_on_a_field_that_may_be_missing() {
+    let dir = folder(&[(
+        "10-not.rhai",
+        "if !user.email_verified { deny(\"verify\"); }\n\
+         if !user.app_metadata.roles.contains(\"a\") { log(1); }\n\
+         let ok = true;\nif !ok { log(2); }\n",
+    )]);
+    let out = claimrules(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert_eq!(
+        err,
+        "warning: ./10-not.rhai:1:4: `!user.email_verified` fails at run time when the field is missing or not a bool (`!` takes a bool, a missing field is `()`): write `user.email_verified != true` for a flag, `(user.email_verified ?? \"\") == \"\"` for a missing or empty string\n"
+    );
+    assert_eq!(stdout(&out), "1 rules ok, 1 warning\n");
+}
+
+#[test]
 fn a_claim_without_a_json_form_names_the_rule_and_the_line_of_the_assignment() {
     let err = set("let ns = configuration.NS;\n\
          let ok = 1;\n\
@@ -572,6 +590,11 @@ name = "a table lists the fields it checks"
 user = { app_metadata = { plan = "pro" }, user_id = "auth0|1" }
 
 [[case]]
+name = "fields that must be absent"
+[case.expect]
+user_absent = ["given_name", "app_metadata.legacy"]
+
+[[case]]
 name = "a wrong value fails"
 [case.expect]
 user = { "app_metadata.plan" = "free", "app_metadata.missing" = 1 }
@@ -584,6 +607,10 @@ user = { "app_metadata.plan" = "free", "app_metadata.missing" = 1 }
     assert!(text.contains("PASS  user.toml: dotted paths"), "{text}");
     assert!(
         text.contains("PASS  user.toml: a table lists the fields it checks"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS  user.toml: fields that must be absent"),
         "{text}"
     );
     assert!(
@@ -604,7 +631,7 @@ user = { "app_metadata.plan" = "free", "app_metadata.missing" = 1 }
         json!({"user_id": "auth0|1", "nickname": "ada", "tags": ["x"],
                "app_metadata": {"plan": "pro", "roles": ["admin"]}})
     );
-    assert_eq!(v["cases"][2]["failures"][0]["kind"], json!("user"));
+    assert_eq!(v["cases"][3]["failures"][0]["kind"], json!("user"));
 
     std::fs::write(
         dir.path().join("u.json"),
@@ -717,6 +744,23 @@ fn coverage_is_by_position_with_a_line_table_and_an_lcov_file() {
         ])
     );
     assert_eq!(rules[1]["lines"][0], json!({"line": 1, "hits": 2}));
+
+    // A loop body's line counts once per pass.
+    let loop_dir = folder(&[
+        (
+            "10-loop.rhai",
+            "let parts = [];\nlet q = #{a: 1, b: 2, c: 3};\nfor k in q.keys() {\n    parts.push(k + \"=\" + q[k]);\n}\n",
+        ),
+        ("tests/loop.toml", "[[case]]\nname = \"loop\"\nuser = { user_id = \"x\" }\n"),
+    ]);
+    let out = claimrules(loop_dir.path(), &["test", ".", "--coverage", "cov.info"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let lcov = std::fs::read_to_string(loop_dir.path().join("cov.info")).expect("lcov written");
+    assert_eq!(
+        parse_lcov(&lcov)[0].1,
+        vec![(1, 1), (2, 1), (3, 1), (4, 3)],
+        "{lcov}"
+    );
     assert_eq!(v["coverage"]["denial_untested"], json!(["20-two"]));
 
     // A set built without coverage falls back to "the rule denied in some case".
