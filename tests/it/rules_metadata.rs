@@ -98,7 +98,11 @@ fn a_denial_keeps_the_updates_made_before_it_and_an_error_drops_them() {
         ]);
         let trace = s.run_with(alice(), json!({}), &RunOptions::default());
         assert!(
-            matches!(trace.result, Err(RuleError::Script { .. })),
+            // `loop {}` ends on the operation budget or, on a loaded machine, the time budget.
+            matches!(
+                trace.result,
+                Err(RuleError::Script { .. } | RuleError::Timeout { .. })
+            ),
             "{failing}: {:?}",
             trace.result
         );
