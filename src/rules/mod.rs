@@ -45,6 +45,7 @@ use serde_json::{Map, Value};
 
 use crate::claims::{self, NamespaceConfig, NamespacePolicy, Refusal, TokenKind};
 pub use budget::{memory_budget_enforced, RunAllocator};
+#[cfg(feature = "server")]
 pub(crate) use engine::time_left as run_time_left;
 pub use engine::MAX_METADATA_BYTES;
 pub use loader::{read_folder, FolderContents, RuleSource};

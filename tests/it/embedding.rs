@@ -369,3 +369,23 @@ fn form_action(html: &str) -> String {
         .map(|c| c[1].to_owned())
         .unwrap_or_else(|| panic!("a form in {html}"))
 }
+
+/// The README's "whole server inside your app" block, compiled here (not run: it reads
+/// `claimrules.toml` and binds a port); tests/lean checks the README still shows it unchanged.
+#[allow(dead_code)]
+async fn readme_nested_server() -> Result<(), Box<dyn std::error::Error>> {
+    // README begin: nested
+    let prepared = claimrules::serve::prepare(&claimrules::serve::ServeOptions {
+        config: Some("claimrules.toml".into()), // issuer = "https://example.com/auth/"
+        ..Default::default()
+    })
+    .await?;
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "your home page" }))
+        .nest("/auth", claimrules::serve::app(&prepared)); // or server::router(state), no hooks
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).await?;
+    // README end
+    Ok(())
+}
