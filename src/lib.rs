@@ -88,7 +88,9 @@ pub mod issuer;
 #[cfg(feature = "server")]
 pub mod logging;
 pub mod model;
+// Argon2id hashes of the server's user directory (`claimrules hash-password`), not an API.
 #[cfg(feature = "server")]
+#[doc(hidden)]
 pub mod password;
 #[cfg(feature = "server")]
 pub mod playground;

@@ -4,7 +4,7 @@
 mod authorize;
 mod discovery;
 pub mod errors;
-pub mod pages;
+mod pages;
 pub mod throttle;
 mod token;
 
