@@ -57,6 +57,7 @@ pub const DEFAULT_MAX_CLAIMS_BYTES: usize = 100 * 1024;
 
 /// Errors of the claims module.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClaimsError {
     /// `context.accessToken.scope` was neither a string nor an array of valid scope strings.
     #[error("invalid scope: {0}")]
@@ -95,6 +96,7 @@ impl std::fmt::Display for TokenKind {
 /// What to do with a custom claim that breaks the namespace rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum NamespacePolicy {
     /// Leave the claim out and report a warning naming the rule and key (Auth0's behaviour).
     #[default]
@@ -140,6 +142,7 @@ impl Default for NamespaceConfig {
 /// Why a claim key is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Refusal {
     /// A registered JWT or protocol claim that only the issuer sets.
     Registered,
