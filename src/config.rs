@@ -1,4 +1,4 @@
-//! The tenant configuration (`claimrules.toml`, DESIGN §8) and the embedded default.
+//! The tenant configuration (`claimrules.toml`, README "Configuration") and the embedded default.
 //!
 //! Unknown keys are errors that name the key and the line, so typos never pass silently.
 //! Secrets may come from the environment (`*_env` keys) instead of the file.

@@ -1,6 +1,6 @@
 //! Typed builders for the Auth0-shaped `user` and `context` objects rules run with.
 //!
-//! Both are open JSON objects underneath (DESIGN §2): the typed setters cover the documented
+//! Both are open JSON objects underneath (README "Variables in scope"): the typed setters cover the documented
 //! fields, [`User::set`] / [`Context::set`] add anything else (`user.groups`,
 //! `context.request.geoip`, …), and every field passes through to the rules unchanged. Convert
 //! with `.into()` wherever a `serde_json::Value` is expected ([`crate::RuleSet::run`],
@@ -93,7 +93,7 @@ pub enum ModelError {
     },
 }
 
-/// An Auth0-shaped user (DESIGN §2): `user_id`, profile fields, `app_metadata`,
+/// An Auth0-shaped user (README "Variables in scope"): `user_id`, profile fields, `app_metadata`,
 /// `user_metadata`, `identities`, plus any other field.
 ///
 /// [`User::new`] starts with `email_verified: false` and empty `app_metadata`,
@@ -236,7 +236,7 @@ fn object_or_empty(v: Value) -> Value {
 
 json_object_conversions!(User, "user", "user_id");
 
-/// An Auth0-shaped rule `context` (DESIGN §2), built the way the token server builds it.
+/// An Auth0-shaped rule `context` (README "Variables in scope"), built the way the token server builds it.
 ///
 /// [`Context::login`] fills every documented field: `clientName` = the client id, empty
 /// `clientMetadata`, the `Username-Password-Authentication` connection, `request` with empty

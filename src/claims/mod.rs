@@ -1,4 +1,4 @@
-//! The namespace rule, restricted claim names and scope parsing (DESIGN §4).
+//! The namespace rule, restricted claim names and scope parsing (README "Claims and namespaces"; registered claims per RFC 7519 §4.1 and OpenID Connect Core §2, §5.1).
 //!
 //! After the rules ran, a custom claim survives only if its key is *namespaced*: an absolute
 //! `http://` or `https://` URL with a non-empty host that is not reserved. Registered JWT and

@@ -2,7 +2,7 @@
 //!
 //! Key pairs are parsed once and held for the key's lifetime: jsonwebtoken's aws-lc signer
 //! re-parses the DER key on every call, which costs more than half the RSA signing time
-//! (NOTES.md). So the compact JWS is assembled here around aws-lc-rs, and jsonwebtoken is kept
+//! (measured with `benches/token_exchange.rs`). So the compact JWS is assembled here around aws-lc-rs, and jsonwebtoken is kept
 //! for verification.
 
 use aws_lc_rs::encoding::AsDer;

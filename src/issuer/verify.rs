@@ -1,4 +1,4 @@
-//! Token verification for APIs (the seed's step 4): signature against the JWKS, `alg` against an
+//! Token verification for APIs (RFC 9068 §4): signature against the JWKS, `alg` against an
 //! allow-list, `iss`, `aud`, `exp`/`nbf` with a small leeway, and required scopes.
 //!
 //! Parse the issuer's JWKS once into a [`Jwks`] and verify every token against it; a

@@ -1,4 +1,4 @@
-//! `GET /authorize` with the login and consent pages (the seed's step 1).
+//! `GET /authorize` with the login and consent pages (RFC 6749 §4.1.1, §4.1.2).
 //!
 //! The original request's query string travels through the login and consent forms (`authz`)
 //! and is validated again on every step, so a tampered form can do no more than a direct

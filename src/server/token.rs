@@ -1,4 +1,4 @@
-//! `POST /oauth/token`: the authorization code and refresh token grants (the seed's step 2).
+//! `POST /oauth/token`: the authorization code and refresh token grants (RFC 6749 §4.1.3, §6).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
