@@ -583,7 +583,7 @@ pub struct DemoCredentials {
     pub password: String,
 }
 
-/// The embedded default of DESIGN §6: a demo client, a demo API allowing offline access, one
+/// The embedded default (README "5-minute tour"): a demo client, a demo API allowing offline access, one
 /// demo user. The secret and password are generated once into the data folder and reused.
 pub fn embedded_default(
     issuer: &str,

@@ -100,25 +100,24 @@ impl RuleSlots {
     /// Waits (without holding a thread) until `client_id` may run its rules; the permit is held
     /// for the run. `None` only if the lock was poisoned.
     pub async fn acquire(&self, client_id: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let sem = {
-            let mut map = self.per_client.lock().ok()?;
+        self.semaphore(client_id)?.acquire_owned().await.ok()
+    }
+
+    /// The client's semaphore, made on first use.
+    fn semaphore(&self, client_id: &str) -> Option<Arc<tokio::sync::Semaphore>> {
+        let mut map = self.per_client.lock().ok()?;
+        Some(
             map.entry(client_id.to_owned())
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(RULE_RUNS_PER_CLIENT)))
-                .clone()
-        };
-        sem.acquire_owned().await.ok()
+                .clone(),
+        )
     }
 
     /// Like [`RuleSlots::acquire`], as a slot the run gives up while a rule waits on an API
     /// (`http_get` and friends), so rules waiting on a slow API cannot hold every slot of
     /// their client while logins whose rules call nothing wait behind them.
     pub async fn acquire_slot(&self, client_id: &str) -> Option<Arc<RunSlot>> {
-        let sem = {
-            let mut map = self.per_client.lock().ok()?;
-            map.entry(client_id.to_owned())
-                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(RULE_RUNS_PER_CLIENT)))
-                .clone()
-        };
+        let sem = self.semaphore(client_id)?;
         let permit = sem.clone().acquire_owned().await.ok()?;
         Some(Arc::new(RunSlot {
             sem,

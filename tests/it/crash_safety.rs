@@ -10,6 +10,7 @@
 //! and fails, never skips, when it is unreachable.
 
 use crate::common;
+use crate::common::free_port;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,14 +31,6 @@ const TASKS: usize = 4;
 struct Server {
     child: Child,
     base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start(dir: &Path, port: u16) -> Server {

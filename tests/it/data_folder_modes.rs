@@ -3,6 +3,7 @@
 //! `0600`, even when started with a permissive umask; it refuses to start (exit 2, saying what
 //! to run) when an existing folder or key-holding file is accessible by group or others.
 
+use crate::common::free_port;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,14 +15,6 @@ fn mode(p: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `claimrules serve ARGS` under `umask 000`, so any file created without an explicit mode would

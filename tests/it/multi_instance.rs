@@ -6,20 +6,13 @@
 //! When it is unreachable these tests FAIL with a message saying so; they never skip.
 
 use crate::common;
+use crate::common::free_port;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Instance {
     child: Child,

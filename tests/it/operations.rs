@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{self, TestServer, ALICE, BOB};
+use crate::common::{self, free_port, TestServer, ALICE, BOB};
 
 const ADMIN: &str = "ops-admin-secret";
 
@@ -278,14 +278,6 @@ impl Drop for Kill {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_for(url: &str, what: &str) {

@@ -1,20 +1,13 @@
 //! `claimrules serve` as a process: the embedded default's banner, config errors (exit 2 with the
 //! key and line), graceful shutdown on SIGINT, and `keys rotate`.
 
+use crate::common::free_port;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_claimrules"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

@@ -81,11 +81,7 @@ name = "enrich"
 }
 
 async fn start(dir: &Path, api: &str) -> (Binary, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let log = std::fs::File::create(dir.join("server.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_claimrules"))
         .arg("serve")

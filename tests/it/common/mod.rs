@@ -458,3 +458,12 @@ pub async fn start_binary_with(dir: &Path, extra: &str, args: &[&str], log: &str
     }
     BinServer { child, base, port }
 }
+
+/// A loopback port free right now (for processes that bind it themselves).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
