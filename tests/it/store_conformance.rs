@@ -5,11 +5,10 @@
 //! cannot be reached the PostgreSQL tests fail with a message naming the URL; they never skip.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use claimrules::store::{CodeRedemption, Grant, Rotation, Session, Store, StoreError, StoredKey};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 use tokio::sync::Barrier;
 
 const NOW: i64 = 1_800_000_000;
@@ -91,12 +90,9 @@ impl TestDb {
     async fn execute_raw(&self, sql: &str) {
         match self.engine {
             Engine::Sqlite => {
-                let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
-                    .expect("sqlite url")
-                    .connect()
-                    .await
+                let c = rusqlite::Connection::open(self.url.trim_start_matches("sqlite://"))
                     .expect("raw sqlite connection");
-                sqlx::query(sql).execute(&mut c).await.expect("raw sql");
+                c.execute_batch(sql).expect("raw sql");
             }
             Engine::Postgres => {
                 let mut c = sqlx::postgres::PgConnection::connect(&self.url)
@@ -800,14 +796,9 @@ async fn open_in_folder_creates_the_folder_and_database() {
 #[tokio::test]
 async fn sqlite_uses_wal() {
     let db = TestDb::sqlite().await;
-    let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut c)
-        .await
+    let c = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
 }
