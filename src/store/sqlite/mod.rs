@@ -4,21 +4,13 @@
 //! every commit, so a write acknowledged to a caller survives a crash of the process and of the
 //! machine), `busy_timeout` 5 s, foreign keys on.
 //!
-//! SQLite admits one writer at a time, and with `synchronous = FULL` every commit costs an fsync.
-//! So all writes go through one writer task that owns the only read-write connection: it takes
-//! every write queued at that moment, runs them in one `BEGIN IMMEDIATE` transaction and commits
-//! once — group commit. A write that fails on its own (a duplicate key, an unknown row) leaves the
-//! others intact: each write is one statement, or undoes its own partial change (a savepoint or a
-//! compensating statement); any other failure rolls the whole batch back and fails all of it. Every caller gets its answer only after that commit returned, so durability is
-//! unchanged while concurrent writes share one fsync. (The one exception, `redeem_code_early`,
-//! hands its answer over before the commit together with a [`Committed`] to wait on, so the token
-//! endpoint signs while the fsync runs and still answers only after it.) Reads use a small pool of read-only
-//! connections.
+//! Writes go through one writer task that owns the only read-write connection and commits
+//! them in groups ([`writer`]); reads use a small pool of read-only connections.
 
-use std::collections::VecDeque;
+mod writer;
+
 use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,57 +20,27 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::Mutex;
 
-use super::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Committed, Grant,
-    MetadataUpdates, Rotation, Session, StoreError, StoredKey,
-};
+use self::writer::Writer;
+use super::codec::{decode_grant, encode_grant, encode_scopes, scopes_cover};
+use super::codec::{key_columns, session_columns, KeyColumns, SessionColumns};
+use super::{CodeRedemption, Committed, Grant, MetadataUpdates, Rotation, Session};
+use super::{StoreError, StoredKey};
 
-/// Embedded migrations, in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../migrations/sqlite/0002_user_metadata.sql"),
-];
-
-/// Most writes committed together in one transaction.
-const MAX_BATCH: usize = 256;
-/// Scheduler yields before the writer takes a batch (see `writer_loop`).
-const WRITER_YIELDS: usize = 2;
-/// Queued writes waiting for the writer before callers wait for room.
-const QUEUE: usize = 4096;
 /// Read-only connections.
 const READERS: u32 = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
-/// Called once the batch's transaction ended: `None` after a successful commit, else the error
-/// that undid the batch.
-type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// How a write ended, as far as the batch is concerned.
-enum Outcome {
-    /// Done (or refused without a change): the batch goes on.
-    Done,
-    /// Failed in a way that may have broken the transaction: the batch is rolled back.
-    Broken(StoreError),
-}
-
-/// One write, run by the writer task on its connection inside the batch transaction. Returns its
-/// outcome and how to answer the caller. Given an error instead of a connection, it answers the
-/// caller with that error at once.
-type Job = Box<
-    dyn for<'c> FnOnce(Result<&'c mut SqliteConnection, StoreError>) -> BoxFut<'c, (Outcome, Reply)>
-        + Send,
->;
 
 /// SQLite store: a read pool, a channel to the writer task, and the in-process key lock.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
     read: SqlitePool,
-    jobs: mpsc::Sender<Job>,
+    writer: Writer,
     key_lock: Arc<Mutex<()>>,
 }
 
+/// Maps a sqlx-sqlite error (see [`StoreError::from_sqlx`]).
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(e, transient)
 }
@@ -95,22 +57,25 @@ impl SqliteStore {
     /// writer and the readers are separate connections).
     pub(crate) async fn open_url(url: &str) -> Result<SqliteStore, StoreError> {
         let shown = super::redact_url(url);
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl(format!("{shown}: {e}")))?;
+        let options = SqliteConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            message: format!("{shown}: {e}"),
+            source: Some(std::sync::Arc::new(e)),
+        })?;
         if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(StoreError::InvalidUrl(format!(
-                "{shown}: in-memory SQLite is not supported, name a file"
-            )));
+            return Err(StoreError::InvalidUrl {
+                message: format!("{shown}: in-memory SQLite is not supported, name a file"),
+                source: None,
+            });
         }
         let path = options.get_filename().to_path_buf();
-        crate::datadir::prepare_database(&path).map_err(StoreError::from_datadir)?;
+        crate::datadir::prepare_database(&path)?;
         Self::open_with(options).await
     }
 
     /// Opens the database file at `path`, creating it (`0600`, so SQLite's `-wal` and `-shm`
     /// files are `0600` too) if missing.
     pub(crate) async fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
-        crate::datadir::prepare_database(path).map_err(StoreError::from_datadir)?;
+        crate::datadir::prepare_database(path)?;
         Self::open_with(SqliteConnectOptions::new().filename(path)).await
     }
 
@@ -138,96 +103,11 @@ impl SqliteStore {
             .await
             .map_err(db)?;
 
-        let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer_loop(writer, writer_options, rx));
         Ok(SqliteStore {
             read,
-            jobs,
+            writer: Writer::spawn(writer, writer_options),
             key_lock: Arc::new(Mutex::new(())),
         })
-    }
-
-    /// Queues a write for the writer task and waits until it is committed. With `savepoint`, a
-    /// write that fails is undone on its own (for writes of several statements that may fail
-    /// after changing something); without, `f` must leave nothing behind when it fails with
-    /// `Conflict`, `NotFound` or `Corrupt`.
-    async fn write<T, F>(&self, savepoint: bool, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
-    {
-        let (result, committed) = self.write_early(savepoint, f).await;
-        // The batch's end decides: a rolled-back batch fails every write in it.
-        committed.wait().await?;
-        result
-    }
-
-    /// Like [`SqliteStore::write`], but answers as soon as `f` ran inside the open transaction;
-    /// the [`Committed`] resolves once the batch is committed (or fails if it was rolled back).
-    async fn write_early<T, F>(&self, savepoint: bool, f: F) -> (Result<T, StoreError>, Committed)
-    where
-        T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T, StoreError>>
-            + Send
-            + 'static,
-    {
-        let (early_tx, early_rx) = oneshot::channel::<Result<T, StoreError>>();
-        let (commit_tx, commit_rx) = oneshot::channel::<Result<(), StoreError>>();
-        let queued = std::time::Instant::now();
-        let job: Job = Box::new(move |conn| {
-            Box::pin(async move {
-                metrics::histogram!("claimrules_store_pool_wait_seconds")
-                    .record(queued.elapsed().as_secs_f64());
-                let nothing: Reply = Box::new(|_| {});
-                // The caller may have gone away (request cancelled): nothing to tell then.
-                let conn = match conn {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        let _ = early_tx.send(Err(e.clone()));
-                        let _ = commit_tx.send(Err(e));
-                        return (Outcome::Done, nothing);
-                    }
-                };
-                if savepoint {
-                    if let Err(e) = sqlx::query("SAVEPOINT job").execute(&mut *conn).await {
-                        let e = db(e);
-                        let _ = early_tx.send(Err(e.clone()));
-                        let _ = commit_tx.send(Err(e.clone()));
-                        return (Outcome::Broken(e), nothing);
-                    }
-                }
-                let result = f(&mut *conn).await;
-                let outcome = match (&result, savepoint) {
-                    (Ok(_), false) => Outcome::Done,
-                    (Ok(_), true) => end_savepoint(conn, "RELEASE job").await,
-                    (Err(_), true) => match end_savepoint(conn, "ROLLBACK TO job").await {
-                        Outcome::Done => end_savepoint(conn, "RELEASE job").await,
-                        broken => broken,
-                    },
-                    (
-                        Err(StoreError::Conflict(_) | StoreError::NotFound(_))
-                        | Err(StoreError::Corrupt(_)),
-                        false,
-                    ) => Outcome::Done,
-                    (Err(e), false) => Outcome::Broken(e.clone()),
-                };
-                let _ = early_tx.send(result);
-                let reply: Reply = Box::new(move |ended: Option<&StoreError>| {
-                    let _ = commit_tx.send(match ended {
-                        Some(e) => Err(e.clone()),
-                        None => Ok(()),
-                    });
-                });
-                (outcome, reply)
-            })
-        });
-        if self.jobs.send(job).await.is_err() {
-            return (Err(writer_gone()), Committed::failed(writer_gone()));
-        }
-        let result = early_rx.await.unwrap_or_else(|_| Err(writer_gone()));
-        (result, Committed::pending(commit_rx))
     }
 
     pub(crate) async fn put_code(
@@ -238,21 +118,22 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let code_hash = code_hash.to_string();
         let grant = encode_grant(grant)?;
-        self.write(false, move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO codes (code_hash, grant_json, expires_at) VALUES (?, ?, ?)",
-                )
-                .bind(code_hash)
-                .bind(grant)
-                .bind(expires_at)
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-                Ok(())
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO codes (code_hash, grant_json, expires_at) VALUES (?, ?, ?)",
+                    )
+                    .bind(code_hash)
+                    .bind(grant)
+                    .bind(expires_at)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn redeem_code(
@@ -271,48 +152,50 @@ impl SqliteStore {
         now: i64,
     ) -> (Result<CodeRedemption, StoreError>, Committed) {
         let code_hash = code_hash.to_string();
-        self.write_early(false, move |c| {
-            Box::pin(async move {
-                let redeemed = sqlx::query(
-                    "UPDATE codes SET redeemed_at = ?1 \
+        self.writer
+            .write_early(false, move |c| {
+                Box::pin(async move {
+                    let redeemed = sqlx::query(
+                        "UPDATE codes SET redeemed_at = ?1 \
                      WHERE code_hash = ?2 AND redeemed_at IS NULL AND expires_at > ?1 \
                      RETURNING grant_json",
-                )
-                .bind(now)
-                .bind(&code_hash)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(db)?;
-                if let Some(row) = redeemed {
-                    let json: String = row.try_get(0).map_err(db)?;
-                    return Ok(CodeRedemption::Redeemed(decode_grant(&json)?));
-                }
-                let row = sqlx::query("SELECT redeemed_at, family FROM codes WHERE code_hash = ?")
+                    )
+                    .bind(now)
                     .bind(&code_hash)
                     .fetch_optional(&mut *c)
                     .await
                     .map_err(db)?;
-                let Some(row) = row else {
-                    return Ok(CodeRedemption::Unknown);
-                };
-                let redeemed_at: Option<i64> = row.try_get(0).map_err(db)?;
-                if redeemed_at.is_none() {
-                    return Ok(CodeRedemption::Expired);
-                }
-                let family: Option<String> = row.try_get(1).map_err(db)?;
-                // Remember the replay so a family linked later is revoked too.
-                sqlx::query("UPDATE codes SET replayed = 1 WHERE code_hash = ?")
-                    .bind(&code_hash)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db)?;
-                if let Some(family) = &family {
-                    revoke(c, family).await?;
-                }
-                Ok(CodeRedemption::Replayed { family })
+                    if let Some(row) = redeemed {
+                        let json: String = row.try_get(0).map_err(db)?;
+                        return Ok(CodeRedemption::Redeemed(decode_grant(&json)?));
+                    }
+                    let row =
+                        sqlx::query("SELECT redeemed_at, family FROM codes WHERE code_hash = ?")
+                            .bind(&code_hash)
+                            .fetch_optional(&mut *c)
+                            .await
+                            .map_err(db)?;
+                    let Some(row) = row else {
+                        return Ok(CodeRedemption::Unknown);
+                    };
+                    let redeemed_at: Option<i64> = row.try_get(0).map_err(db)?;
+                    if redeemed_at.is_none() {
+                        return Ok(CodeRedemption::Expired);
+                    }
+                    let family: Option<String> = row.try_get(1).map_err(db)?;
+                    // Remember the replay so a family linked later is revoked too.
+                    sqlx::query("UPDATE codes SET replayed = 1 WHERE code_hash = ?")
+                        .bind(&code_hash)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(db)?;
+                    if let Some(family) = &family {
+                        revoke(c, family).await?;
+                    }
+                    Ok(CodeRedemption::Replayed { family })
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn link_code_family(
@@ -322,23 +205,24 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let code_hash = code_hash.to_string();
         let family = family.to_string();
-        self.write(false, move |c| {
-            Box::pin(async move {
-                let replayed: Option<i64> = sqlx::query_scalar(
-                    "UPDATE codes SET family = ? WHERE code_hash = ? RETURNING replayed",
-                )
-                .bind(&family)
-                .bind(&code_hash)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(db)?;
-                if replayed.unwrap_or(0) != 0 {
-                    revoke(c, &family).await?;
-                }
-                Ok(())
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    let replayed: Option<i64> = sqlx::query_scalar(
+                        "UPDATE codes SET family = ? WHERE code_hash = ? RETURNING replayed",
+                    )
+                    .bind(&family)
+                    .bind(&code_hash)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    if replayed.unwrap_or(0) != 0 {
+                        revoke(c, &family).await?;
+                    }
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn put_refresh(
@@ -351,18 +235,19 @@ impl SqliteStore {
         let token_hash = token_hash.to_string();
         let family = family.to_string();
         let grant = encode_grant(grant)?;
-        self.write(true, move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO refresh_families (family, grant_json) VALUES (?, ?) \
+        self.writer
+            .write(true, move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO refresh_families (family, grant_json) VALUES (?, ?) \
                      ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json",
-                )
-                .bind(&family)
-                .bind(grant)
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-                sqlx::query(
+                    )
+                    .bind(&family)
+                    .bind(grant)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES (?, ?, ?)",
                 )
                 .bind(token_hash)
@@ -371,10 +256,10 @@ impl SqliteStore {
                 .execute(&mut *c)
                 .await
                 .map_err(db)?;
-                Ok(())
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn rotate_refresh(
@@ -386,90 +271,92 @@ impl SqliteStore {
     ) -> Result<Rotation, StoreError> {
         let old_hash = old_hash.to_string();
         let new_hash = new_hash.to_string();
-        self.write(false, move |c| {
-            Box::pin(async move {
-                // The common case in one statement: mark a valid token used and read its family.
-                let rotated = sqlx::query(
-                    "UPDATE refresh_tokens SET used_at = ?1 \
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    // The common case in one statement: mark a valid token used and read its family.
+                    let rotated = sqlx::query(
+                        "UPDATE refresh_tokens SET used_at = ?1 \
                      WHERE token_hash = ?2 AND used_at IS NULL \
                        AND (expires_at IS NULL OR expires_at > ?1) \
                        AND NOT EXISTS (SELECT 1 FROM refresh_families f \
                                        WHERE f.family = refresh_tokens.family AND f.revoked <> 0) \
                      RETURNING family, (SELECT grant_json FROM refresh_families f \
                                         WHERE f.family = refresh_tokens.family)",
-                )
-                .bind(now)
-                .bind(&old_hash)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(db)?;
-                if let Some(row) = rotated {
-                    let family: String = row.try_get(0).map_err(db)?;
-                    let json: String = row.try_get(1).map_err(db)?;
-                    let done = match decode_grant(&json) {
-                        Ok(grant) => sqlx::query(
-                            "INSERT INTO refresh_tokens (token_hash, family, expires_at) \
+                    )
+                    .bind(now)
+                    .bind(&old_hash)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    if let Some(row) = rotated {
+                        let family: String = row.try_get(0).map_err(db)?;
+                        let json: String = row.try_get(1).map_err(db)?;
+                        let done = match decode_grant(&json) {
+                            Ok(grant) => sqlx::query(
+                                "INSERT INTO refresh_tokens (token_hash, family, expires_at) \
                              VALUES (?, ?, ?)",
-                        )
-                        .bind(&new_hash)
-                        .bind(&family)
-                        .bind(new_expires_at)
-                        .execute(&mut *c)
-                        .await
-                        .map_err(db)
-                        .map(|_| grant),
-                        Err(e) => Err(e),
-                    };
-                    return match done {
-                        Ok(grant) => Ok(Rotation::Rotated { grant, family }),
-                        Err(e) => {
-                            // Undo the mark so the old token stays valid (cheaper than a
-                            // savepoint around every rotation).
-                            sqlx::query(
-                                "UPDATE refresh_tokens SET used_at = NULL WHERE token_hash = ?",
                             )
-                            .bind(&old_hash)
+                            .bind(&new_hash)
+                            .bind(&family)
+                            .bind(new_expires_at)
                             .execute(&mut *c)
                             .await
-                            .map_err(db)?;
-                            Err(e)
-                        }
-                    };
-                }
-                let row = sqlx::query(
-                    "SELECT t.family, t.used_at, t.expires_at, f.revoked \
+                            .map_err(db)
+                            .map(|_| grant),
+                            Err(e) => Err(e),
+                        };
+                        return match done {
+                            Ok(grant) => Ok(Rotation::Rotated { grant, family }),
+                            Err(e) => {
+                                // Undo the mark so the old token stays valid (cheaper than a
+                                // savepoint around every rotation).
+                                sqlx::query(
+                                    "UPDATE refresh_tokens SET used_at = NULL WHERE token_hash = ?",
+                                )
+                                .bind(&old_hash)
+                                .execute(&mut *c)
+                                .await
+                                .map_err(db)?;
+                                Err(e)
+                            }
+                        };
+                    }
+                    let row = sqlx::query(
+                        "SELECT t.family, t.used_at, t.expires_at, f.revoked \
                      FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
                      WHERE t.token_hash = ?",
-                )
-                .bind(&old_hash)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(db)?;
-                let Some(row) = row else {
-                    return Ok(Rotation::Unknown);
-                };
-                let family: String = row.try_get(0).map_err(db)?;
-                let used_at: Option<i64> = row.try_get(1).map_err(db)?;
-                let revoked: i64 = row.try_get(3).map_err(db)?;
-                if revoked != 0 {
-                    return Ok(Rotation::Revoked);
-                }
-                if used_at.is_some() {
-                    revoke(c, &family).await?;
-                    return Ok(Rotation::Reused { family });
-                }
-                Ok(Rotation::Expired)
+                    )
+                    .bind(&old_hash)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    let Some(row) = row else {
+                        return Ok(Rotation::Unknown);
+                    };
+                    let family: String = row.try_get(0).map_err(db)?;
+                    let used_at: Option<i64> = row.try_get(1).map_err(db)?;
+                    let revoked: i64 = row.try_get(3).map_err(db)?;
+                    if revoked != 0 {
+                        return Ok(Rotation::Revoked);
+                    }
+                    if used_at.is_some() {
+                        revoke(c, &family).await?;
+                        return Ok(Rotation::Reused { family });
+                    }
+                    Ok(Rotation::Expired)
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let family = family.to_string();
-        self.write(false, move |c| {
-            Box::pin(async move { revoke(c, &family).await })
-        })
-        .await
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move { revoke(c, &family).await })
+            })
+            .await
     }
 
     pub(crate) async fn refresh_grant(
@@ -527,25 +414,26 @@ impl SqliteStore {
             audience.to_string(),
         );
         let scopes = encode_scopes(scopes)?;
-        self.write(false, move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO consents (user_id, client_id, audience, scopes_json) \
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO consents (user_id, client_id, audience, scopes_json) \
                      VALUES (?, ?, ?, ?) \
                      ON CONFLICT (user_id, client_id, audience) \
                      DO UPDATE SET scopes_json = excluded.scopes_json",
-                )
-                .bind(user_id)
-                .bind(client_id)
-                .bind(audience)
-                .bind(scopes)
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-                Ok(())
+                    )
+                    .bind(user_id)
+                    .bind(client_id)
+                    .bind(audience)
+                    .bind(scopes)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn create_session(
@@ -556,23 +444,24 @@ impl SqliteStore {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let (session_hash, user_id) = (session_hash.to_string(), user_id.to_string());
-        self.write(false, move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO sessions (session_hash, user_id, auth_time, expires_at) \
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO sessions (session_hash, user_id, auth_time, expires_at) \
                      VALUES (?, ?, ?, ?)",
-                )
-                .bind(session_hash)
-                .bind(user_id)
-                .bind(auth_time)
-                .bind(expires_at)
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-                Ok(())
+                    )
+                    .bind(session_hash)
+                    .bind(user_id)
+                    .bind(auth_time)
+                    .bind(expires_at)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn session(
@@ -580,56 +469,52 @@ impl SqliteStore {
         session_hash: &str,
         now: i64,
     ) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT user_id, auth_time, expires_at FROM sessions \
-             WHERE session_hash = ? AND expires_at > ?",
-        )
+        let row: Option<SessionColumns> = sqlx::query_as(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE session_hash = ? AND expires_at > ?"
+        ))
         .bind(session_hash)
         .bind(now)
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(Session {
-                user_id: r.try_get(0).map_err(db)?,
-                auth_time: r.try_get(1).map_err(db)?,
-                expires_at: r.try_get(2).map_err(db)?,
-            })
-        })
-        .transpose()
+        Ok(row.map(Session::from))
     }
 
     pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
         let session_hash = session_hash.to_string();
-        self.write(false, move |c| {
-            Box::pin(async move {
-                sqlx::query("DELETE FROM sessions WHERE session_hash = ?")
-                    .bind(session_hash)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db)?;
-                Ok(())
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query("DELETE FROM sessions WHERE session_hash = ?")
+                        .bind(session_hash)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(db)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
         let user_id = user_id.to_string();
-        self.write(false, move |c| {
-            Box::pin(async move {
-                sqlx::query_scalar(
-                    "INSERT INTO login_counts (user_id, count) VALUES (?, 1) \
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query_scalar(
+                        "INSERT INTO login_counts (user_id, count) VALUES (?, 1) \
                      ON CONFLICT (user_id) DO UPDATE SET count = count + 1 \
                      RETURNING count",
-                )
-                .bind(user_id)
-                .fetch_one(&mut *c)
-                .await
-                .map_err(db)
+                    )
+                    .bind(user_id)
+                    .fetch_one(&mut *c)
+                    .await
+                    .map_err(db)
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn user_metadata(
@@ -643,7 +528,8 @@ impl SqliteStore {
         .fetch_optional(&self.read)
         .await
         .map_err(db)?;
-        row.map(|(a, u)| super::decode_metadata(&a, &u)).transpose()
+        row.map(|(a, u)| super::codec::decode_metadata(&a, &u))
+            .transpose()
     }
 
     pub(crate) async fn update_user_metadata(
@@ -654,31 +540,32 @@ impl SqliteStore {
         let (user_id, updates) = (user_id.to_string(), updates.clone());
         // The single writer serializes read-modify-write, so concurrent logins of one user
         // merge instead of losing an update.
-        self.write(false, move |c| {
-            Box::pin(async move {
-                let row: Option<(String, String)> = sqlx::query_as(
-                    "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = ?",
-                )
-                .bind(&user_id)
-                .fetch_optional(&mut *c)
-                .await
-                .map_err(db)?;
-                let (a, u) = super::merged_metadata(row, &updates)?;
-                sqlx::query(
-                    "INSERT INTO user_metadata (user_id, app_metadata, user_metadata) \
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    let row: Option<(String, String)> = sqlx::query_as(
+                        "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = ?",
+                    )
+                    .bind(&user_id)
+                    .fetch_optional(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    let (a, u) = super::codec::merged_metadata(row, &updates)?;
+                    sqlx::query(
+                        "INSERT INTO user_metadata (user_id, app_metadata, user_metadata) \
                      VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
                      app_metadata = excluded.app_metadata, user_metadata = excluded.user_metadata",
-                )
-                .bind(user_id)
-                .bind(a)
-                .bind(u)
-                .execute(&mut *c)
-                .await
-                .map_err(db)?;
-                Ok(())
+                    )
+                    .bind(user_id)
+                    .bind(a)
+                    .bind(u)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(db)?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
@@ -690,73 +577,65 @@ impl SqliteStore {
     }
 
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_pkcs8_der, created_at, activates_at, retires_at \
-             FROM signing_keys ORDER BY created_at, kid",
-        )
+        let rows: Vec<KeyColumns> = sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signing_keys ORDER BY created_at, kid"
+        ))
         .fetch_all(&self.read)
         .await
         .map_err(db)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get(0).map_err(db)?,
-                    alg: r.try_get(1).map_err(db)?,
-                    private_pkcs8_der: r.try_get(2).map_err(db)?,
-                    created_at: r.try_get(3).map_err(db)?,
-                    activates_at: r.try_get(4).map_err(db)?,
-                    retires_at: r.try_get(5).map_err(db)?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(StoredKey::from).collect())
     }
 
     pub(crate) async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
         let key = key.clone();
-        self.write(false, move |c| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO signing_keys \
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO signing_keys \
                      (kid, alg, private_pkcs8_der, created_at, activates_at, retires_at) \
                      VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&key.kid)
-                .bind(&key.alg)
-                .bind(&key.private_pkcs8_der)
-                .bind(key.created_at)
-                .bind(key.activates_at)
-                .bind(key.retires_at)
-                .execute(&mut *c)
-                .await
-                .map_err(|e| match db(e) {
-                    StoreError::Conflict(_) => {
-                        StoreError::Conflict(format!("signing key {:?}", key.kid))
-                    }
-                    other => other,
-                })?;
-                Ok(())
+                    )
+                    .bind(&key.kid)
+                    .bind(&key.alg)
+                    .bind(&key.private_pkcs8_der)
+                    .bind(key.created_at)
+                    .bind(key.activates_at)
+                    .bind(key.retires_at)
+                    .execute(&mut *c)
+                    .await
+                    .map_err(|e| match db(e) {
+                        StoreError::Conflict { source, .. } => {
+                            StoreError::conflict(format!("signing key {:?}", key.kid), source)
+                        }
+                        other => other,
+                    })?;
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn retire_key(&self, kid: &str, retires_at: i64) -> Result<(), StoreError> {
         let kid = kid.to_string();
-        self.write(false, move |c| {
-            Box::pin(async move {
-                let done = sqlx::query("UPDATE signing_keys SET retires_at = ? WHERE kid = ?")
-                    .bind(retires_at)
-                    .bind(&kid)
-                    .execute(&mut *c)
-                    .await
-                    .map_err(db)?;
-                if done.rows_affected() == 0 {
-                    return Err(StoreError::NotFound(format!("signing key {kid:?}")));
-                }
-                Ok(())
+        self.writer
+            .write(false, move |c| {
+                Box::pin(async move {
+                    let done = sqlx::query("UPDATE signing_keys SET retires_at = ? WHERE kid = ?")
+                        .bind(retires_at)
+                        .bind(&kid)
+                        .execute(&mut *c)
+                        .await
+                        .map_err(db)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(format!("signing key {kid:?}")));
+                    }
+                    Ok(())
+                })
             })
-        })
-        .await
+            .await
     }
 
     pub(crate) async fn with_key_lock<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
@@ -771,7 +650,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        self.write(false, move |c| {
+        self.writer.write(false, move |c| {
             Box::pin(async move {
                 let mut deleted = 0;
                 for (sql, bind_now) in [
@@ -821,10 +700,6 @@ impl SqliteStore {
     }
 }
 
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the SQLite writer has stopped".to_string())
-}
-
 /// Marks a family revoked (no-op when unknown).
 async fn revoke(c: &mut SqliteConnection, family: &str) -> Result<(), StoreError> {
     sqlx::query("UPDATE refresh_families SET revoked = 1 WHERE family = ?")
@@ -835,154 +710,14 @@ async fn revoke(c: &mut SqliteConnection, family: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// Brings the schema up to the newest of [`MIGRATIONS`], refusing a newer one.
+/// Brings the schema up to date ([`super::migrate`]) in one `BEGIN IMMEDIATE` transaction.
 async fn migrate(c: &mut SqliteConnection) -> Result<(), StoreError> {
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut *c)
         .await
         .map_err(db)?;
-    let result = migrate_in_transaction(c).await;
+    let result = super::migrate::run::<sqlx::Sqlite>(c, &super::migrate::SQLITE, db).await;
     let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = sqlx::query(end).execute(&mut *c).await.map_err(db);
     result.and(ended.map(|_| ()))
-}
-
-async fn migrate_in_transaction(c: &mut SqliteConnection) -> Result<(), StoreError> {
-    sqlx::query("CREATE TABLE IF NOT EXISTS claimrules_schema (version INTEGER NOT NULL)")
-        .execute(&mut *c)
-        .await
-        .map_err(db)?;
-    let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM claimrules_schema")
-        .fetch_one(&mut *c)
-        .await
-        .map_err(db)?;
-    for (version, sql) in super::pending_migrations(current, MIGRATIONS)? {
-        let failed = |e: sqlx::Error| StoreError::Migration {
-            version,
-            message: e.to_string(),
-        };
-        sqlx::raw_sql(sql).execute(&mut *c).await.map_err(failed)?;
-        sqlx::query("INSERT INTO claimrules_schema (version) VALUES (?)")
-            .bind(version)
-            .execute(&mut *c)
-            .await
-            .map_err(failed)?;
-    }
-    Ok(())
-}
-
-/// The writer task: runs queued writes in batches, one transaction (one fsync) per batch.
-async fn writer_loop(
-    conn: SqliteConnection,
-    options: SqliteConnectOptions,
-    mut rx: mpsc::Receiver<Job>,
-) {
-    let mut conn = Some(conn);
-    let mut pending: VecDeque<Job> = VecDeque::new();
-    loop {
-        if pending.is_empty() {
-            match rx.recv().await {
-                Some(job) => pending.push_back(job),
-                // Every Store clone is gone.
-                None => break,
-            }
-        }
-        // Let the callers just answered by the previous commit queue their next write, so it
-        // joins this batch instead of waiting one more fsync (measured: 16 writers went from
-        // ~10.7 to ~16 writes per commit). Costs a few microseconds when idle.
-        for _ in 0..WRITER_YIELDS {
-            tokio::task::yield_now().await;
-        }
-        while pending.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => pending.push_back(job),
-                Err(_) => break,
-            }
-        }
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match options.connect().await {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    let e = db(e);
-                    for job in pending.drain(..) {
-                        fail_unrun(job, &e).await;
-                    }
-                    continue;
-                }
-            },
-        };
-        if let Err(e) = run_batch(c, &mut pending).await {
-            // The connection is in an unknown state: start afresh with a new one.
-            tracing::warn!(error = %e, "SQLite write batch failed; reconnecting");
-            conn = None;
-        }
-    }
-}
-
-/// Runs a savepoint statement; failing means the transaction is gone.
-async fn end_savepoint(c: &mut SqliteConnection, sql: &'static str) -> Outcome {
-    match sqlx::query(sql).execute(&mut *c).await {
-        Ok(_) => Outcome::Done,
-        Err(e) => Outcome::Broken(db(e)),
-    }
-}
-
-/// Answers a job that never ran with `e`.
-async fn fail_unrun(job: Job, e: &StoreError) {
-    let (_, reply) = job(Err(e.clone())).await;
-    reply(Some(e));
-}
-
-/// Runs up to [`MAX_BATCH`] pending jobs in one transaction. Jobs not yet run when the batch is
-/// abandoned stay pending. Returns an error only when the connection should be replaced.
-async fn run_batch(
-    c: &mut SqliteConnection,
-    pending: &mut VecDeque<Job>,
-) -> Result<(), StoreError> {
-    let started = std::time::Instant::now();
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *c).await {
-        let e = db(e);
-        // Nothing ran: the callers of this batch get the error.
-        let n = pending.len().min(MAX_BATCH);
-        for job in pending.drain(..n).collect::<Vec<_>>() {
-            fail_unrun(job, &e).await;
-        }
-        return Err(e);
-    }
-    let mut replies: Vec<Reply> = Vec::new();
-    let mut failure: Option<StoreError> = None;
-    while replies.len() < MAX_BATCH {
-        let Some(job) = pending.pop_front() else {
-            break;
-        };
-        let (outcome, reply) = job(Ok(&mut *c)).await;
-        replies.push(reply);
-        if let Outcome::Broken(e) = outcome {
-            failure = Some(e);
-            break;
-        }
-    }
-    let commit = match failure {
-        Some(e) => Err(e),
-        None => sqlx::query("COMMIT").execute(&mut *c).await.map_err(db),
-    };
-    metrics::histogram!("claimrules_store_commit_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    metrics::histogram!("claimrules_store_batch_size").record(replies.len() as f64);
-    match commit {
-        Ok(_) => {
-            for reply in replies {
-                reply(None);
-            }
-            Ok(())
-        }
-        Err(e) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *c).await;
-            for reply in replies {
-                reply(Some(&e));
-            }
-            Err(e)
-        }
-    }
 }
