@@ -28,13 +28,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use self::writer::{Answer, Job, Write, Writer};
-use super::{Committed, StoreError};
-
-/// Embedded migrations, in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/sqlite/0001_init.sql"),
-    include_str!("../../../migrations/sqlite/0002_user_metadata.sql"),
-];
+use super::migrate::{CURRENT_VERSION, RECORD_VERSION, SQLITE};
+use super::{Cause, Committed, StoreError};
 
 /// Requests queued for the connection thread before callers wait for room.
 const QUEUE: usize = 4096;
@@ -51,19 +46,31 @@ pub(crate) struct SqliteStore {
 }
 
 /// Maps a rusqlite error, telling connection trouble (`Unavailable`) and duplicates
-/// (`Conflict`) apart from other failures.
+/// (`Conflict`) apart from other failures; the rusqlite error is kept as the source.
 pub(super) fn db(e: rusqlite::Error) -> StoreError {
     use rusqlite::ffi;
-    if let rusqlite::Error::SqliteFailure(failure, message) = &e {
-        let code = failure.extended_code;
-        if code == ffi::SQLITE_CONSTRAINT_UNIQUE || code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY {
-            return StoreError::Conflict(message.clone().unwrap_or_else(|| e.to_string()));
+    let (conflict, transient) = match &e {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let code = failure.extended_code;
+            let unique =
+                code == ffi::SQLITE_CONSTRAINT_UNIQUE || code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY;
+            (
+                unique.then(|| message.clone().unwrap_or_else(|| e.to_string())),
+                transient(code),
+            )
         }
-        if transient(code) {
-            return StoreError::Unavailable(e.to_string());
-        }
+        _ => (None, false),
+    };
+    let message = e.to_string();
+    let source: Cause = Arc::new(e);
+    match conflict {
+        Some(conflict) => StoreError::conflict(conflict, Some(source)),
+        None if transient => StoreError::Unavailable {
+            message,
+            source: Some(source),
+        },
+        None => StoreError::Database { source },
     }
-    StoreError::Database(e.to_string())
 }
 
 /// SQLITE_BUSY (5) and SQLITE_LOCKED (6) after busy_timeout, SQLITE_IOERR (10), SQLITE_CANTOPEN
@@ -73,7 +80,7 @@ fn transient(code: i32) -> bool {
 }
 
 fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the SQLite writer has stopped".to_string())
+    StoreError::unavailable("the SQLite writer has stopped")
 }
 
 /// Opens (and reopens, after a failure) the connection with this engine's settings.
@@ -102,7 +109,10 @@ impl Opener {
 /// The file named by a `sqlite:` URL: `sqlite://PATH` or `sqlite:PATH`, percent-decoded (for a
 /// `?` or `#` in the name), with the query parameters `mode` and `cache` accepted as sqlx did.
 fn url_path(url: &str, shown: &str) -> Result<PathBuf, StoreError> {
-    let invalid = |why: String| StoreError::InvalidUrl(format!("{shown}: {why}"));
+    let invalid = |why: String| StoreError::InvalidUrl {
+        message: format!("{shown}: {why}"),
+        source: None,
+    };
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
@@ -113,12 +123,16 @@ fn url_path(url: &str, shown: &str) -> Result<PathBuf, StoreError> {
         match (&*key, &*value) {
             ("mode", "memory") => memory = true,
             ("mode", "ro" | "rw" | "rwc") | ("cache", "private" | "shared") => {}
-            ("mode" | "cache", _) => return Err(invalid(format!("unknown value {value:?} for `{key}`"))),
+            ("mode" | "cache", _) => {
+                return Err(invalid(format!("unknown value {value:?} for `{key}`")))
+            }
             _ => return Err(invalid(format!("unknown query parameter `{key}`"))),
         }
     }
     if memory {
-        return Err(invalid("in-memory SQLite is not supported, name a file".into()));
+        return Err(invalid(
+            "in-memory SQLite is not supported, name a file".into(),
+        ));
     }
     let file = percent_decode(file).ok_or_else(|| invalid("bad percent-encoding".into()))?;
     if file.is_empty() {
@@ -147,14 +161,14 @@ impl SqliteStore {
     /// would not outlive the connection, and tokens must outlive a restart).
     pub(crate) async fn open_url(url: &str) -> Result<SqliteStore, StoreError> {
         let path = url_path(url, &super::redact_url(url))?;
-        crate::datadir::prepare_database(&path).map_err(StoreError::from_datadir)?;
+        crate::datadir::prepare_database(&path)?;
         Self::open_with(path).await
     }
 
     /// Opens the database file at `path`, creating it (`0600`, so SQLite's `-wal` and `-shm`
     /// files are `0600` too) if missing.
     pub(crate) async fn open_file(path: &Path) -> Result<SqliteStore, StoreError> {
-        crate::datadir::prepare_database(path).map_err(StoreError::from_datadir)?;
+        crate::datadir::prepare_database(path)?;
         Self::open_with(path.to_path_buf()).await
     }
 
@@ -177,7 +191,10 @@ impl SqliteStore {
                     }
                 }
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the SQLite thread: {e}")))?;
+            .map_err(|e| StoreError::Unavailable {
+                message: format!("cannot start the SQLite thread: {e}"),
+                source: Some(Arc::new(e)),
+            })?;
         ready_rx.await.unwrap_or_else(|_| Err(writer_gone()))?;
         Ok(SqliteStore {
             jobs,
@@ -263,11 +280,13 @@ impl SqliteStore {
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| queries::one(c, "SELECT 1", [], |_| Ok(()))).await
+        self.read(|c| queries::one(c, "SELECT 1", [], |_| Ok(())))
+            .await
     }
 }
 
-/// Brings the schema up to the newest of [`MIGRATIONS`], refusing a newer one.
+/// Brings the schema up to date ([`super::migrate`]) in one `BEGIN IMMEDIATE` transaction
+/// (which also keeps another process from migrating at the same time).
 fn migrate(c: &Connection) -> Result<(), StoreError> {
     c.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let result = migrate_in_transaction(c);
@@ -277,19 +296,15 @@ fn migrate(c: &Connection) -> Result<(), StoreError> {
 }
 
 fn migrate_in_transaction(c: &Connection) -> Result<(), StoreError> {
-    c.execute_batch("CREATE TABLE IF NOT EXISTS claimrules_schema (version INTEGER NOT NULL)")
-        .map_err(db)?;
-    let current: Option<i64> = c
-        .query_row("SELECT MAX(version) FROM claimrules_schema", [], |r| r.get(0))
-        .map_err(db)?;
-    for (version, sql) in super::pending_migrations(current, MIGRATIONS)? {
+    c.execute_batch(SQLITE.create_table).map_err(db)?;
+    let current: Option<i64> = c.query_row(CURRENT_VERSION, [], |r| r.get(0)).map_err(db)?;
+    for (version, script) in SQLITE.pending(current)? {
         let failed = |e: rusqlite::Error| StoreError::Migration {
             version,
-            message: e.to_string(),
+            source: Arc::new(e),
         };
-        c.execute_batch(sql).map_err(failed)?;
-        c.execute("INSERT INTO claimrules_schema (version) VALUES (?)", [version])
-            .map_err(failed)?;
+        c.execute_batch(script).map_err(failed)?;
+        c.execute(RECORD_VERSION, [version]).map_err(failed)?;
     }
     Ok(())
 }

@@ -4,9 +4,12 @@
 use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
 use super::{db, SqliteStore};
+use crate::store::codec::{
+    decode_grant, decode_metadata, encode_grant, encode_scopes, key_columns, merged_metadata,
+    scopes_cover, session_columns, KeyColumns, SessionColumns,
+};
 use crate::store::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Committed,
-    MetadataUpdates, Rotation, Session, StoreError, StoredKey, Grant,
+    CodeRedemption, Committed, Grant, MetadataUpdates, Rotation, Session, StoreError, StoredKey,
 };
 
 /// Runs a statement that returns no rows; the number of rows changed.
@@ -258,15 +261,15 @@ impl SqliteStore {
         self.read(move |c| {
             optional(
                 c,
-                "SELECT user_id, auth_time, expires_at FROM sessions \
-                 WHERE session_hash = ? AND expires_at > ?",
+                concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM sessions WHERE session_hash = ? AND expires_at > ?"
+                ),
                 params![session_hash, now],
                 |r| {
-                    Ok(Session {
-                        user_id: r.get(0)?,
-                        auth_time: r.get(1)?,
-                        expires_at: r.get(2)?,
-                    })
+                    let row: SessionColumns = (r.get(0)?, r.get(1)?, r.get(2)?);
+                    Ok(Session::from(row))
                 },
             )
         })
@@ -276,7 +279,11 @@ impl SqliteStore {
     pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
         let session_hash = session_hash.to_string();
         self.write(false, move |c| {
-            exec(c, "DELETE FROM sessions WHERE session_hash = ?", [session_hash])?;
+            exec(
+                c,
+                "DELETE FROM sessions WHERE session_hash = ?",
+                [session_hash],
+            )?;
             Ok(())
         })
         .await
@@ -305,8 +312,7 @@ impl SqliteStore {
         let row: Option<(String, String)> = self
             .read(move |c| optional(c, METADATA, [user_id], |r| Ok((r.get(0)?, r.get(1)?))))
             .await?;
-        row.map(|(a, u)| crate::store::decode_metadata(&a, &u))
-            .transpose()
+        row.map(|(a, u)| decode_metadata(&a, &u)).transpose()
     }
 
     pub(crate) async fn update_user_metadata(
@@ -319,7 +325,7 @@ impl SqliteStore {
         // merge instead of losing an update.
         self.write(false, move |c| {
             let row = optional(c, METADATA, [&user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let (a, u) = crate::store::merged_metadata(row, &updates)?;
+            let (a, u) = merged_metadata(row, &updates)?;
             exec(
                 c,
                 "INSERT INTO user_metadata (user_id, app_metadata, user_metadata) \
@@ -335,21 +341,23 @@ impl SqliteStore {
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.read(|c| {
             let mut s = c
-                .prepare_cached(
-                    "SELECT kid, alg, private_pkcs8_der, created_at, activates_at, retires_at \
-                     FROM signing_keys ORDER BY created_at, kid",
-                )
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM signing_keys ORDER BY created_at, kid"
+                ))
                 .map_err(db)?;
             let rows = s
                 .query_map([], |r| {
-                    Ok(StoredKey {
-                        kid: r.get(0)?,
-                        alg: r.get(1)?,
-                        private_pkcs8_der: r.get(2)?,
-                        created_at: r.get(3)?,
-                        activates_at: r.get(4)?,
-                        retires_at: r.get(5)?,
-                    })
+                    let row: KeyColumns = (
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    );
+                    Ok(StoredKey::from(row))
                 })
                 .map_err(db)?;
             rows.map(|r| r.map_err(db)).collect()
@@ -362,9 +370,11 @@ impl SqliteStore {
         self.write(false, move |c| {
             exec(
                 c,
-                "INSERT INTO signing_keys \
-                 (kid, alg, private_pkcs8_der, created_at, activates_at, retires_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                concat!(
+                    "INSERT INTO signing_keys (",
+                    key_columns!(),
+                    ") VALUES (?, ?, ?, ?, ?, ?)"
+                ),
                 params![
                     key.kid,
                     key.alg,
@@ -375,7 +385,9 @@ impl SqliteStore {
                 ],
             )
             .map_err(|e| match e {
-                StoreError::Conflict(_) => StoreError::Conflict(format!("signing key {:?}", key.kid)),
+                StoreError::Conflict { source, .. } => {
+                    StoreError::conflict(format!("signing key {:?}", key.kid), source)
+                }
                 other => other,
             })?;
             Ok(())
@@ -430,7 +442,11 @@ fn redeem(c: &Connection, code_hash: &str, now: i64) -> Result<CodeRedemption, S
         return Ok(CodeRedemption::Expired);
     }
     // Remember the replay so a family linked later is revoked too.
-    exec(c, "UPDATE codes SET replayed = 1 WHERE code_hash = ?", [code_hash])?;
+    exec(
+        c,
+        "UPDATE codes SET replayed = 1 WHERE code_hash = ?",
+        [code_hash],
+    )?;
     if let Some(family) = &family {
         revoke(c, family)?;
     }

@@ -44,7 +44,10 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
         Some(serde_json::json!({"https://example.com/role": "admin"}))
     );
     // The first token of the chain was rotated already.
-    assert_eq!(store.refresh_grant("refresh-hash-1", NOW).await.unwrap(), None);
+    assert_eq!(
+        store.refresh_grant("refresh-hash-1", NOW).await.unwrap(),
+        None
+    );
 
     match store.redeem_code("code-hash-1", NOW).await.unwrap() {
         CodeRedemption::Redeemed(g) => assert_eq!(g, grant),
@@ -83,12 +86,20 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
         .rotate_refresh("refresh-hash-1", "refresh-hash-4", NOW, None)
         .await
         .unwrap();
-    assert_eq!(reused, Rotation::Reused { family: "family-1".into() });
+    assert_eq!(
+        reused,
+        Rotation::Reused {
+            family: "family-1".into()
+        }
+    );
     drop(store);
 
     // Reopened: nothing to migrate, schema still version 2.
     let store = Store::open_in_folder(&data).await.unwrap();
-    assert_eq!(store.refresh_grant("refresh-hash-3", NOW).await.unwrap(), None);
+    assert_eq!(
+        store.refresh_grant("refresh-hash-3", NOW).await.unwrap(),
+        None
+    );
     drop(store);
     let c = rusqlite::Connection::open(data.join("claimrules.db")).unwrap();
     let versions: Vec<i64> = c
@@ -116,14 +127,19 @@ fn urls_name_a_file() {
         "sqlite://c.db?mode=x",
         "sqlite:///tmp/%zz.db",
     ] {
-        assert!(matches!(path(bad), Err(StoreError::InvalidUrl(_))), "{bad}");
+        assert!(
+            matches!(path(bad), Err(StoreError::InvalidUrl { .. })),
+            "{bad}"
+        );
     }
 }
 
 #[tokio::test]
 async fn concurrent_writes_each_count_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_in_folder(&dir.path().join("data")).await.unwrap();
+    let store = Store::open_in_folder(&dir.path().join("data"))
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..32)
         .map(|i| {
             let store = store.clone();
@@ -151,7 +167,10 @@ async fn the_thread_ends_with_the_last_clone() {
     let wal = data.join("claimrules.db-wal");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while wal.exists() {
-        assert!(std::time::Instant::now() < deadline, "the WAL is still there");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL is still there"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }

@@ -121,9 +121,11 @@ where
             let result = f(c);
             let outcome = match &result {
                 Ok(_)
-                | Err(StoreError::Conflict(_) | StoreError::NotFound(_) | StoreError::Corrupt(_)) => {
-                    Outcome::Done
-                }
+                | Err(
+                    StoreError::Conflict { .. }
+                    | StoreError::NotFound(_)
+                    | StoreError::Corrupt { .. },
+                ) => Outcome::Done,
                 Err(e) => Outcome::Broken(e.clone()),
             };
             (result, outcome)
@@ -171,7 +173,7 @@ where
 }
 
 fn never_ran() -> StoreError {
-    StoreError::Unavailable("the SQLite write was not run".into())
+    StoreError::unavailable("the SQLite write was not run")
 }
 
 /// Runs one statement without parameters or rows (transaction control).
