@@ -162,8 +162,7 @@ impl SigningKey {
         };
         let (signer, mut jwk, thumb_input) = match alg {
             SigningAlg::RS256 => {
-                let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8)
-                    .map_err(parse_err)?;
+                let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(parse_err)?;
                 let pk = kp.public_key();
                 let n = b64url(pk.modulus().big_endian_without_leading_zero());
                 let e = b64url(pk.exponent().big_endian_without_leading_zero());

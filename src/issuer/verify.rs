@@ -119,14 +119,17 @@ impl std::fmt::Debug for Jwks {
 impl Jwks {
     /// Parses a JWKS document.
     pub fn from_value(document: &Value) -> Result<Jwks, VerifyError> {
-        let set: JwkSet = serde_json::from_value(document.clone())
-            .map_err(|e| VerifyError::Jwks(Arc::new(e)))?;
+        let set: JwkSet =
+            serde_json::from_value(document.clone()).map_err(|e| VerifyError::Jwks(Arc::new(e)))?;
         let keys = set
             .keys
             .iter()
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
-                Some((kid, DecodingKey::from_jwk(jwk).map_err(|e| -> Cause { Arc::new(e) })))
+                Some((
+                    kid,
+                    DecodingKey::from_jwk(jwk).map_err(|e| -> Cause { Arc::new(e) }),
+                ))
             })
             .collect();
         Ok(Jwks {
