@@ -24,6 +24,10 @@ pub use oauth::{Endpoint, OAuthError};
 pub use crate::model::{unix_now, Protocol};
 pub use request::{TokenRequest, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_ID_TOKEN_LIFETIME};
 
+/// The error behind an issuer error (the crypto library's, a JSON or JWT parser's), shared so
+/// that errors holding one stay `Clone`.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors of the issuer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
