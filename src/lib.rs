@@ -104,7 +104,6 @@ pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
 pub mod testing;
-pub mod watch;
 
 pub use issuer::verify::{verify, Jwks, VerifyError, VerifyOptions};
 pub use issuer::{
@@ -112,6 +111,5 @@ pub use issuer::{
     TokenRequest,
 };
 pub use model::{Context, User};
-pub use rules::{Outcome, RuleError, RuleSet, RuleSetOptions};
+pub use rules::{HotRules, Outcome, RuleError, RuleSet, RuleSetOptions};
 pub use testing::TestSuite;
-pub use watch::HotRules;

@@ -292,7 +292,7 @@ pub(crate) fn is_helper_error(value: &Dynamic) -> bool {
 /// `value` as JSON when it has a JSON form (no deeper than the claims' limit); else what is
 /// wrong with it.
 pub(crate) fn to_json_value(value: &Dynamic) -> Result<Value, String> {
-    super::json_shape(value, super::MAX_CLAIM_DEPTH)?;
+    super::inspect::json_shape(value, super::inspect::MAX_CLAIM_DEPTH)?;
     rhai::serde::from_dynamic(value).map_err(|e| e.to_string())
 }
 
@@ -544,7 +544,7 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
     engine.on_var(|name, _, mut ctx| {
         if name == "user" && PENDING.with(Cell::get) {
             let pending = take_pending();
-            super::merge_into_scope_user(ctx.scope_mut(), &pending);
+            super::metadata::merge_into_scope_user(ctx.scope_mut(), &pending);
         }
         // A script function has a scope of its own, without the rule's `configuration`: give
         // it the run's (read-only, as rhai makes every resolved value).
