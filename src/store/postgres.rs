@@ -14,16 +14,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 
-use super::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant,
-    MetadataUpdates, Rotation, Session, StoreError, StoredKey,
-};
-
-/// Embedded migrations, in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/postgres/0002_user_metadata.sql"),
-];
+use super::codec::{decode_grant, encode_grant, encode_scopes, scopes_cover};
+use super::codec::{key_columns, session_columns, KeyColumns, SessionColumns};
+use super::{CodeRedemption, Grant, MetadataUpdates, Rotation, Session, StoreError, StoredKey};
 
 /// Connections per instance.
 const MAX_CONNECTIONS: u32 = 16;
@@ -70,20 +63,17 @@ async fn revoke(tx: &mut Transaction<'_, Postgres>, family: &str) -> Result<(), 
 impl PgStore {
     /// Connects to `postgres://…` and migrates the schema (the first schema of `search_path`).
     pub(crate) async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl(format!("{}: {e}", redact(url))))?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            message: format!("{}: {e}", redact(url)),
+            source: Some(std::sync::Arc::new(e)),
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|e| match db(e) {
-                StoreError::Unavailable(m) => {
-                    StoreError::Unavailable(format!("cannot connect to {}: {m}", redact(url)))
-                }
-                other => other,
-            })?;
+            .map_err(|e| db(e).in_context(format_args!("cannot connect to {}", redact(url))))?;
         let store = PgStore { pool };
         store.migrate().await?;
         Ok(store)
@@ -96,26 +86,7 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         advisory_lock(&mut tx, "claimrules_migrations").await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS claimrules_schema (version BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM claimrules_schema")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        for (version, sql) in super::pending_migrations(current, MIGRATIONS)? {
-            let failed = |e: sqlx::Error| StoreError::Migration {
-                version,
-                message: e.to_string(),
-            };
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
-            sqlx::query("INSERT INTO claimrules_schema (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(failed)?;
-        }
+        super::migrate::run::<Postgres>(&mut tx, &super::migrate::POSTGRES, db).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -396,23 +367,17 @@ impl PgStore {
         session_hash: &str,
         now: i64,
     ) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT user_id, auth_time, expires_at FROM sessions \
-             WHERE session_hash = $1 AND expires_at > $2",
-        )
+        let row: Option<SessionColumns> = sqlx::query_as(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE session_hash = $1 AND expires_at > $2"
+        ))
         .bind(session_hash)
         .bind(now)
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|r| {
-            Ok(Session {
-                user_id: r.try_get(0).map_err(db)?,
-                auth_time: r.try_get(1).map_err(db)?,
-                expires_at: r.try_get(2).map_err(db)?,
-            })
-        })
-        .transpose()
+        Ok(row.map(Session::from))
     }
 
     pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
@@ -447,7 +412,8 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        row.map(|(a, u)| super::decode_metadata(&a, &u)).transpose()
+        row.map(|(a, u)| super::codec::decode_metadata(&a, &u))
+            .transpose()
     }
 
     pub(crate) async fn update_user_metadata(
@@ -469,7 +435,7 @@ impl PgStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        let (a, u) = super::merged_metadata(row, updates)?;
+        let (a, u) = super::codec::merged_metadata(row, updates)?;
         sqlx::query(
             "UPDATE user_metadata SET app_metadata = $2, user_metadata = $3 WHERE user_id = $1",
         )
@@ -492,25 +458,15 @@ impl PgStore {
     }
 
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_pkcs8_der, created_at, activates_at, retires_at \
-             FROM signing_keys ORDER BY created_at, kid",
-        )
+        let rows: Vec<KeyColumns> = sqlx::query_as(concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM signing_keys ORDER BY created_at, kid"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get(0).map_err(db)?,
-                    alg: r.try_get(1).map_err(db)?,
-                    private_pkcs8_der: r.try_get(2).map_err(db)?,
-                    created_at: r.try_get(3).map_err(db)?,
-                    activates_at: r.try_get(4).map_err(db)?,
-                    retires_at: r.try_get(5).map_err(db)?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(StoredKey::from).collect())
     }
 
     pub(crate) async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
@@ -528,7 +484,9 @@ impl PgStore {
         .execute(&self.pool)
         .await
         .map_err(|e| match db(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("signing key {:?}", key.kid)),
+            StoreError::Conflict { source, .. } => {
+                StoreError::conflict(format!("signing key {:?}", key.kid), source)
+            }
             other => other,
         })?;
         Ok(())
