@@ -105,7 +105,6 @@ pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
 pub mod testing;
-pub mod watch;
 
 pub use issuer::verify::{verify, Jwks, VerifyError, VerifyOptions};
 pub use issuer::{
@@ -114,6 +113,5 @@ pub use issuer::{
 };
 pub use model::{Context, Protocol, User};
 pub use oauth::{ErrorCode, GrantType};
-pub use rules::{Outcome, RuleError, RuleSet, RuleSetOptions};
+pub use rules::{HotRules, Outcome, RuleError, RuleSet, RuleSetOptions};
 pub use testing::TestSuite;
-pub use watch::HotRules;

@@ -16,7 +16,7 @@
 //! ```
 //! use claimrules::hooks::{self, HooksConfig};
 //! use claimrules::rules::RuleSet;
-//! use claimrules::watch::HotRules;
+//! use claimrules::HotRules;
 //!
 //! let rules = HotRules::fixed(RuleSet::from_sources(vec![], serde_json::json!({}), Default::default()).unwrap());
 //! let cfg = HooksConfig {
@@ -45,8 +45,8 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use crate::claims::{check_claim, TokenKind};
+use crate::rules::HotRules;
 use crate::rules::{Outcome, RuleError};
-use crate::watch::HotRules;
 
 pub use status::status_router;
 

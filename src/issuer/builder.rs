@@ -23,8 +23,8 @@
 //! ```
 
 use super::{Issuer, KeyRing, SigningKey};
+use crate::rules::HotRules;
 use crate::rules::RuleSet;
-use crate::watch::HotRules;
 
 /// Why an [`IssuerBuilder`] could not build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

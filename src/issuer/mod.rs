@@ -15,8 +15,8 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{json, Map, Value};
 
 use crate::model::Context;
+use crate::rules::{HotRules, LoadedRules, WatchError};
 use crate::rules::{LoadError, Outcome, RuleError, RuleSet};
-use crate::watch::{HotRules, LoadedRules, WatchError};
 pub use builder::{BuildError, IssuerBuilder};
 pub use keys::{KeyError, KeyRing, SigningAlg, SigningKey};
 pub use oauth::{Endpoint, OAuthError};

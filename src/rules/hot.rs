@@ -7,7 +7,7 @@
 //!
 //! ```
 //! use claimrules::rules::RuleSet;
-//! use claimrules::watch::HotRules;
+//! use claimrules::rules::HotRules;
 //! use serde_json::json;
 //!
 //! let v1 = RuleSet::from_sources(
