@@ -2,12 +2,21 @@
 //! positions, fixture files, the `[defaults]` every case starts from, and validation. Every
 //! error names the file, the line and the key.
 
-use std::path::{Path, PathBuf};
+mod locate;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Case, Denied, Expect, TestError};
+use locate::{defaults_line, locate};
+use parse::{fixture, parse};
+
+pub(super) use parse::is_case_file;
 
 /// One case file: `[[case]]` tables (TOML) or a `case` list (JSON, YAML).
 #[derive(Debug, Deserialize)]
@@ -15,7 +24,7 @@ use super::{Case, Denied, Expect, TestError};
     deny_unknown_fields,
     expecting = "a table (TOML) or object (JSON, YAML) with a `case` list"
 )]
-struct RawFile {
+pub(super) struct RawFile {
     /// Keys every case starts from.
     #[serde(default)]
     defaults: RawDefaults,
@@ -134,72 +143,13 @@ enum RawDenied {
     Message(String),
 }
 
-/// The file formats a case file may use, by extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Toml,
-    Json,
-    Yaml,
-}
-
-impl Format {
-    fn of(path: &Path) -> Option<Format> {
-        match path.extension()?.to_str()? {
-            "toml" => Some(Format::Toml),
-            "json" => Some(Format::Json),
-            "yaml" | "yml" => Some(Format::Yaml),
-            _ => None,
-        }
-    }
-}
-
-/// True when `path` has a case-file extension.
-pub(super) fn is_case_file(path: &Path) -> bool {
-    Format::of(path).is_some()
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count() + 1)
-        .unwrap_or(1);
-    (line, column)
-}
-
-/// The key an error is about: the path to it, plus the field a serde message names
-/// (`unknown field `x``, `missing field `x``) when the path stops at its parent.
-fn key_of(path: &serde_path_to_error::Path, message: &str) -> String {
-    // `?` marks a segment serde_path_to_error could not name (e.g. inside a syntax error).
-    let mut key = path.to_string().replace(".?", "");
-    if key == "." || key == "?" {
-        key.clear();
-    }
-    for marker in ["unknown field `", "missing field `"] {
-        if let Some(rest) = message.split(marker).nth(1) {
-            if let Some(field) = rest.split('`').next() {
-                let already = key.rsplit('.').next() == Some(field);
-                if !already {
-                    if !key.is_empty() {
-                        key.push('.');
-                    }
-                    key.push_str(field);
-                }
-            }
-        }
-    }
-    if key.is_empty() {
-        "(top level)".into()
-    } else {
-        key
-    }
-}
-
-fn invalid(path: &Path, line: usize, column: usize, key: String, message: String) -> TestError {
+pub(super) fn invalid(
+    path: &Path,
+    line: usize,
+    column: usize,
+    key: String,
+    message: String,
+) -> TestError {
     TestError::Invalid {
         path: path.to_path_buf(),
         line,
@@ -207,150 +157,6 @@ fn invalid(path: &Path, line: usize, column: usize, key: String, message: String
         key,
         message,
     }
-}
-
-/// Parses a case file into its raw shape, with file/line/key on any error.
-fn parse(path: &Path, text: &str) -> Result<RawFile, TestError> {
-    let format = Format::of(path).ok_or_else(|| TestError::Io {
-        path: path.to_path_buf(),
-        message: "not a case file (.toml, .json, .yaml or .yml)".into(),
-    })?;
-    match format {
-        Format::Toml => {
-            let de = toml::Deserializer::parse(text).map_err(|e| {
-                let (line, column) = line_col(text, e.span().map(|s| s.start).unwrap_or(0));
-                invalid(
-                    path,
-                    line,
-                    column,
-                    String::new(),
-                    e.message().trim().to_owned(),
-                )
-            })?;
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let key = key_of(e.path(), e.inner().message());
-                let inner = e.into_inner();
-                let (line, column) = line_col(text, inner.span().map(|s| s.start).unwrap_or(0));
-                invalid(path, line, column, key, inner.message().trim().to_owned())
-            })
-        }
-        Format::Json => {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let raw: RawFile = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                let message = e.inner().to_string();
-                let key = key_of(e.path(), &message);
-                let inner = e.into_inner();
-                invalid(
-                    path,
-                    inner.line(),
-                    inner.column(),
-                    key,
-                    strip_json_position(&message),
-                )
-            })?;
-            de.end().map_err(|e| {
-                invalid(
-                    path,
-                    e.line(),
-                    e.column(),
-                    String::new(),
-                    strip_json_position(&e.to_string()),
-                )
-            })?;
-            Ok(raw)
-        }
-        Format::Yaml => {
-            let de = serde_norway::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                let message = e.inner().to_string();
-                let key = key_of(e.path(), &message);
-                let inner = e.into_inner();
-                let (line, column) = inner
-                    .location()
-                    .map(|l| (l.line(), l.column()))
-                    .unwrap_or((0, 0));
-                invalid(path, line, column, key, strip_yaml_position(&message))
-            })
-        }
-    }
-}
-
-/// serde_json appends " at line L column C"; the error already carries both.
-fn strip_json_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-/// serde_norway prefixes the path (`case[0].expect: `) and appends " at line L column C";
-/// the error already carries both.
-fn strip_yaml_position(message: &str) -> String {
-    let message = match message.split_once(": ") {
-        Some((head, tail)) if !head.contains(' ') && (head.contains('.') || head.contains('[')) => {
-            tail
-        }
-        _ => message,
-    };
-    match message.find(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-/// Finds the line where `key` of the case at `index` is written, for errors found after
-/// parsing (which carry no position). Looks between the neighbouring cases' `name` lines and
-/// takes the occurrence nearest this case's own `name` line.
-fn locate(text: &str, names: &[String], index: usize, key: &str) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut name_lines: Vec<usize> = Vec::with_capacity(names.len());
-    let mut from = 0;
-    for name in names {
-        let found = (from..lines.len())
-            .find(|&i| is_key_line(lines[i], "name") && lines[i].contains(name.as_str()));
-        let at = found.unwrap_or(from);
-        name_lines.push(at);
-        from = at + 1;
-    }
-    let Some(&own) = name_lines.get(index) else {
-        return 1;
-    };
-    if key == "name" {
-        return own + 1;
-    }
-    let lo = if index == 0 {
-        0
-    } else {
-        name_lines[index - 1] + 1
-    };
-    let hi = name_lines.get(index + 1).copied().unwrap_or(lines.len());
-    (lo..hi)
-        .filter(|&i| is_key_line(lines[i], key))
-        .min_by_key(|&i| (i.abs_diff(own), i < own))
-        .map(|i| i + 1)
-        .unwrap_or(own + 1)
-}
-
-/// Whether a line writes `key` (TOML `key =`, JSON `"key":`, YAML `key:` or `- key:`), also
-/// inside an inline table.
-fn is_key_line(line: &str, key: &str) -> bool {
-    let bytes_ok = |rest: &str| {
-        let rest = rest.trim_start_matches('"').trim_start();
-        rest.starts_with('=') || rest.starts_with(':')
-    };
-    let mut search = line;
-    while let Some(i) = search.find(key) {
-        let before = search[..i].trim_end_matches('"');
-        let boundary = before
-            .chars()
-            .last()
-            .is_none_or(|c| c.is_whitespace() || matches!(c, '{' | ',' | '-' | '.' | '['));
-        if boundary && bytes_ok(&search[i + key.len()..]) {
-            return true;
-        }
-        search = &search[i + key.len()..];
-    }
-    false
 }
 
 /// One of `inline` and `file` (a fixture relative to `base`), or neither; both is an error.
@@ -371,24 +177,6 @@ fn object_or_fixture(
             .map_err(|m| (format!("{key}_file"), m)),
         (None, None) => Ok(None),
     }
-}
-
-/// The line of the `[defaults]` table (or `defaults` key), and of `key` inside it.
-fn defaults_line(text: &str, key: &str) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines
-        .iter()
-        .position(|l| l.trim() == "[defaults]" || is_key_line(l, "defaults"))
-        .unwrap_or(0);
-    let end = lines
-        .iter()
-        .skip(start + 1)
-        .position(|l| l.trim_start().starts_with("[[") || is_key_line(l, "case"))
-        .map_or(lines.len(), |i| start + 1 + i);
-    (start..end)
-        .find(|&i| is_key_line(lines[i], key))
-        .unwrap_or(start)
-        + 1
 }
 
 /// Reads one case file and turns its cases into [`Case`]s: `[defaults]` applied, fixtures
@@ -545,65 +333,4 @@ pub(super) fn load_file(path: &Path, known_rules: &[String]) -> Result<Vec<Case>
         cases.push(case);
     }
     Ok(cases)
-}
-
-/// Reads a fixture (a JSON, YAML or TOML object) relative to the case file's folder.
-fn fixture(base: &Path, file: &str) -> Result<Map<String, Value>, String> {
-    let path: PathBuf = base.join(file);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read fixture {}: {e}", path.display()))?;
-    let value: Value = match Format::of(&path) {
-        Some(Format::Json) | None => serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "fixture {}:{}:{}: {}",
-                path.display(),
-                e.line(),
-                e.column(),
-                strip_json_position(&e.to_string())
-            )
-        })?,
-        Some(Format::Yaml) => {
-            serde_norway::from_str(&text).map_err(|e| format!("fixture {}: {e}", path.display()))?
-        }
-        Some(Format::Toml) => {
-            toml::from_str(&text).map_err(|e| format!("fixture {}: {e}", path.display()))?
-        }
-    };
-    match value {
-        Value::Object(m) => Ok(m),
-        other => Err(format!(
-            "fixture {} must hold an object, not {}",
-            path.display(),
-            crate::claims::json_type(&other)
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn line_col_counts_from_one() {
-        assert_eq!(line_col("ab\ncd", 0), (1, 1));
-        assert_eq!(line_col("ab\ncd", 4), (2, 2));
-    }
-
-    #[test]
-    fn key_lines_match_each_format() {
-        assert!(is_key_line("user_file = \"x\"", "user_file"));
-        assert!(is_key_line("  \"user_file\": \"x\"", "user_file"));
-        assert!(is_key_line("- user_file: x", "user_file"));
-        assert!(!is_key_line("user = { a = 1 }", "user_file"));
-        assert!(!is_key_line("context_file = \"x\"", "file"));
-    }
-
-    #[test]
-    fn locate_picks_the_key_of_the_right_case() {
-        let text = "[[case]]\nname = \"a\"\nuser_file = \"x\"\n\n[[case]]\nname = \"b\"\nuser_file = \"y\"\n";
-        let names = vec!["a".to_string(), "b".to_string()];
-        assert_eq!(locate(text, &names, 0, "user_file"), 3);
-        assert_eq!(locate(text, &names, 1, "user_file"), 7);
-        assert_eq!(locate(text, &names, 1, "name"), 6);
-    }
 }
