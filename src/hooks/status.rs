@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::secret_eq;
+use crate::crypto::secret_eq;
 use crate::watch::HotRules;
 
 #[derive(Clone)]

@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use regex::Regex;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, NativeCallContext, Position};
@@ -604,12 +604,7 @@ pub(crate) fn build(limits: &SandboxLimits, parts: &EngineParts) -> Engine {
     );
     engine.register_fn("now", || -> i64 {
         RUN.with(|r| r.borrow().as_ref().and_then(|s| s.now))
-            .unwrap_or_else(|| {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0)
-            })
+            .unwrap_or_else(crate::model::unix_now)
     });
     super::helpers::register(&mut engine);
     super::cache::register(&mut engine, parts.cache.clone());

@@ -67,6 +67,7 @@ pub enum ClaimsError {
 /// Which token a claim is destined for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TokenKind {
     /// The access token (`context.accessToken`).
     AccessToken,

@@ -7,7 +7,8 @@
 //! assert_eq!(Protocol::Password.as_str(), "oauth2-password");
 //! assert_eq!(Protocol::from("samlp"), Protocol::Samlp);
 //! assert_eq!(Protocol::from("my-sso"), Protocol::Other("my-sso".into()));
-//! assert_eq!(Protocol::for_grant_type("refresh_token"), Protocol::RefreshToken);
+//! assert_eq!("oauth2-refresh-token".parse::<Protocol>().unwrap(), Protocol::RefreshToken);
+//! assert_eq!(Protocol::RefreshToken.to_string(), "oauth2-refresh-token");
 //! assert!(Protocol::RefreshToken.uses_token_endpoint());
 //! assert!(!Protocol::AuthorizationCode.uses_token_endpoint());
 //! ```
@@ -18,7 +19,8 @@ use std::borrow::Cow;
 ///
 /// Build one from its name with `Protocol::from("...")` (a documented name gives its variant, any
 /// other name [`Protocol::Other`]), or from an OAuth 2.0 grant type with
-/// [`Protocol::for_grant_type`]. It (de)serializes as its name.
+/// `GrantType::protocol` (in `claimrules::oauth`, the one grant-to-protocol table). It
+/// (de)serializes as its name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Protocol {
@@ -34,6 +36,9 @@ pub enum Protocol {
     ResourceOwnerJwtBearer,
     /// `oauth2-password`: the password grant (RFC 6749 §4.3).
     Password,
+    /// `oauth2-access-token`: a login with an identity provider's access token (Auth0's
+    /// `/oauth/access_token` endpoint).
+    AccessToken,
     /// `oauth2-refresh-token`: the refresh token grant (RFC 6749 §6).
     RefreshToken,
     /// `oauth2-device-code`: the device authorization grant (RFC 8628).
@@ -58,7 +63,7 @@ pub enum Protocol {
 }
 
 /// The documented variants with their names, in declaration order.
-const NAMED: [(Protocol, &str); 14] = [
+const NAMED: [(Protocol, &str); 15] = [
     (Protocol::AuthorizationCode, "oidc-basic-profile"),
     (Protocol::Implicit, "oidc-implicit-profile"),
     (Protocol::ResourceOwner, "oauth2-resource-owner"),
@@ -67,6 +72,7 @@ const NAMED: [(Protocol, &str); 14] = [
         "oauth2-resource-owner-jwt-bearer",
     ),
     (Protocol::Password, "oauth2-password"),
+    (Protocol::AccessToken, "oauth2-access-token"),
     (Protocol::RefreshToken, "oauth2-refresh-token"),
     (Protocol::DeviceCode, "oauth2-device-code"),
     (Protocol::TokenExchange, "oauth2-token-exchange"),
@@ -90,24 +96,6 @@ impl Protocol {
         }
     }
 
-    /// The protocol of an OAuth 2.0 `grant_type` (RFC 6749 §4, RFC 8628 §3.4, RFC 7523 §2.1,
-    /// RFC 8693 §2.1); an unknown grant type is [`Protocol::Other`] with the grant type as its
-    /// name. An empty one (a front-channel login) and `implicit` are
-    /// [`Protocol::AuthorizationCode`], as the token hooks have always reported them (Okta
-    /// sends `implicit` for tokens of its own authorize endpoint).
-    pub fn for_grant_type(grant_type: &str) -> Protocol {
-        match grant_type {
-            "authorization_code" | "implicit" | "" => Protocol::AuthorizationCode,
-            "refresh_token" => Protocol::RefreshToken,
-            "client_credentials" => Protocol::ClientCredentials,
-            "password" => Protocol::Password,
-            "urn:ietf:params:oauth:grant-type:device_code" => Protocol::DeviceCode,
-            "urn:ietf:params:oauth:grant-type:jwt-bearer" => Protocol::ResourceOwnerJwtBearer,
-            "urn:ietf:params:oauth:grant-type:token-exchange" => Protocol::TokenExchange,
-            other => Protocol::Other(other.to_owned()),
-        }
-    }
-
     /// Whether the flow's parameters arrive in the POST body of a token request (the grants of
     /// the token endpoint and the delegation endpoint) rather than in the query of a login (the
     /// front-channel flows, and [`Protocol::Other`]). It decides where
@@ -119,6 +107,7 @@ impl Protocol {
             Protocol::ResourceOwner
                 | Protocol::ResourceOwnerJwtBearer
                 | Protocol::Password
+                | Protocol::AccessToken
                 | Protocol::RefreshToken
                 | Protocol::DeviceCode
                 | Protocol::TokenExchange
@@ -181,37 +170,12 @@ mod tests {
         for (p, name) in NAMED.iter() {
             assert_eq!(p.as_str(), *name);
             assert_eq!(&Protocol::from(*name), p);
+            assert_eq!(p.to_string(), *name);
+            assert_eq!(&name.parse::<Protocol>().unwrap(), p);
             let json = serde_json::to_value(p).unwrap();
             assert_eq!(json, serde_json::json!(name));
             assert_eq!(&serde_json::from_value::<Protocol>(json).unwrap(), p);
         }
         assert_eq!(Protocol::from("x-custom").as_str(), "x-custom");
-    }
-
-    #[test]
-    fn grant_types_map_as_the_hooks_documented() {
-        for (grant, name) in [
-            ("authorization_code", "oidc-basic-profile"),
-            ("", "oidc-basic-profile"),
-            ("implicit", "oidc-basic-profile"),
-            ("refresh_token", "oauth2-refresh-token"),
-            ("client_credentials", "oauth2-client-credentials"),
-            ("password", "oauth2-password"),
-            (
-                "urn:ietf:params:oauth:grant-type:device_code",
-                "oauth2-device-code",
-            ),
-            (
-                "urn:ietf:params:oauth:grant-type:jwt-bearer",
-                "oauth2-resource-owner-jwt-bearer",
-            ),
-            (
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-                "oauth2-token-exchange",
-            ),
-            ("urn:example:custom", "urn:example:custom"),
-        ] {
-            assert_eq!(Protocol::for_grant_type(grant).as_str(), name, "{grant}");
-        }
     }
 }
