@@ -20,6 +20,9 @@ mod migrate;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+// The PostgreSQL engine runs these; the SQLite engine still has its own text.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+mod sql;
 mod types;
 
 use std::future::Future;
