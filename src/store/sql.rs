@@ -203,17 +203,14 @@ mod tests {
     /// SQLite prepares every statement over its migrated schema (PostgreSQL runs them all in the
     /// store conformance tests).
     #[cfg(feature = "sqlite")]
-    #[tokio::test]
-    async fn sqlite_prepares_every_statement() {
-        use sqlx::{Connection, Executor};
-        let mut c = sqlx::SqliteConnection::connect("sqlite::memory:")
-            .await
-            .unwrap();
+    #[test]
+    fn sqlite_prepares_every_statement() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
         for script in super::super::migrate::SQLITE.scripts {
-            sqlx::raw_sql(script).execute(&mut c).await.unwrap();
+            c.execute_batch(script).unwrap();
         }
         for sql in all() {
-            if let Err(e) = c.prepare(sql).await {
+            if let Err(e) = c.prepare(sql) {
                 panic!("SQLite refuses {sql}: {e}");
             }
         }

@@ -13,7 +13,9 @@
 //! [`Committed`] to wait on, so the token endpoint signs while the fsync runs and still answers
 //! only after it.)
 
-mod queries;
+mod accounts;
+mod sql;
+mod tokens;
 mod writer;
 
 #[cfg(all(test, unix))]
@@ -280,8 +282,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| queries::one(c, "SELECT 1", [], |_| Ok(())))
-            .await
+        self.read(|c| sql::one(c, "SELECT 1", [], |_| Ok(()))).await
     }
 }
 
