@@ -1,11 +1,12 @@
 //! The statements whose text is the same in both dialects, over the schema of `migrations/`.
 //!
 //! Parameters are numbered `$1`, `$2`, …: PostgreSQL's style, which SQLite accepts too (a `$NNN`
-//! parameter; sqlx-sqlite binds it by its number). Each number first appears in increasing
-//! order, so binding by position also fills them right (the tests below check both that and that
-//! SQLite prepares every statement). Booleans are written `TRUE`, `NOT revoked`: PostgreSQL's
-//! `BOOLEAN` columns and SQLite's `INTEGER` 0/1 columns read them the same. Statements only one
-//! dialect has (row locks, data-modifying `WITH`) stay in that engine's module.
+//! parameter, numbered by first appearance; rusqlite binds by that position, sqlx-postgres by
+//! number). Each number first appears in increasing order, so both bindings fill them right (the
+//! tests below check that, and that SQLite prepares every statement). Booleans are written
+//! `TRUE`, `NOT revoked`: PostgreSQL's `BOOLEAN` columns and SQLite's `INTEGER` 0/1 columns read
+//! them the same. Statements only one dialect has (row locks, data-modifying `WITH`) stay in
+//! that engine's module.
 
 /// Stores a code: `$1` hash, `$2` grant JSON, `$3` expiry.
 pub(crate) const PUT_CODE: &str =

@@ -2,15 +2,13 @@
 
 use rusqlite::params;
 
-use super::sql::{exec, one, optional};
+use super::stmt::{exec, one, optional};
 use super::{db, SqliteStore};
 use crate::store::codec::{
-    decode_metadata, encode_scopes, key_columns, merged_metadata, scopes_cover, session_columns,
-    KeyColumns, SessionColumns,
+    decode_metadata, encode_scopes, merged_metadata, scopes_cover, KeyColumns, SessionColumns,
 };
+use crate::store::sql;
 use crate::store::{MetadataUpdates, Session, StoreError, StoredKey};
-
-const METADATA: &str = "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = ?";
 
 impl SqliteStore {
     pub(crate) async fn consent_covers(
@@ -22,15 +20,7 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let key = [user_id, client_id, audience].map(str::to_string);
         let stored: Option<String> = self
-            .read(move |c| {
-                optional(
-                    c,
-                    "SELECT scopes_json FROM consents \
-                     WHERE user_id = ? AND client_id = ? AND audience = ?",
-                    key,
-                    |r| r.get(0),
-                )
-            })
+            .read(move |c| optional(c, sql::CONSENT, key, |r| r.get(0)))
             .await?;
         match stored {
             Some(json) => scopes_cover(&json, scopes),
@@ -48,14 +38,7 @@ impl SqliteStore {
         let [user_id, client_id, audience] = [user_id, client_id, audience].map(str::to_string);
         let scopes = encode_scopes(scopes)?;
         self.write(false, move |c| {
-            exec(
-                c,
-                "INSERT INTO consents (user_id, client_id, audience, scopes_json) \
-                 VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (user_id, client_id, audience) \
-                 DO UPDATE SET scopes_json = excluded.scopes_json",
-                [user_id, client_id, audience, scopes],
-            )?;
+            exec(c, sql::SAVE_CONSENT, [user_id, client_id, audience, scopes])?;
             Ok(())
         })
         .await
@@ -72,8 +55,7 @@ impl SqliteStore {
         self.write(false, move |c| {
             exec(
                 c,
-                "INSERT INTO sessions (session_hash, user_id, auth_time, expires_at) \
-                 VALUES (?, ?, ?, ?)",
+                sql::CREATE_SESSION,
                 params![session_hash, user_id, auth_time, expires_at],
             )?;
             Ok(())
@@ -88,19 +70,10 @@ impl SqliteStore {
     ) -> Result<Option<Session>, StoreError> {
         let session_hash = session_hash.to_string();
         self.read(move |c| {
-            optional(
-                c,
-                concat!(
-                    "SELECT ",
-                    session_columns!(),
-                    " FROM sessions WHERE session_hash = ? AND expires_at > ?"
-                ),
-                params![session_hash, now],
-                |r| {
-                    let row: SessionColumns = (r.get(0)?, r.get(1)?, r.get(2)?);
-                    Ok(Session::from(row))
-                },
-            )
+            optional(c, sql::SESSION, params![session_hash, now], |r| {
+                let row: SessionColumns = (r.get(0)?, r.get(1)?, r.get(2)?);
+                Ok(Session::from(row))
+            })
         })
         .await
     }
@@ -108,11 +81,7 @@ impl SqliteStore {
     pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
         let session_hash = session_hash.to_string();
         self.write(false, move |c| {
-            exec(
-                c,
-                "DELETE FROM sessions WHERE session_hash = ?",
-                [session_hash],
-            )?;
+            exec(c, sql::DELETE_SESSION, [session_hash])?;
             Ok(())
         })
         .await
@@ -121,14 +90,7 @@ impl SqliteStore {
     pub(crate) async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
         let user_id = user_id.to_string();
         self.write(false, move |c| {
-            one(
-                c,
-                "INSERT INTO login_counts (user_id, count) VALUES (?, 1) \
-                 ON CONFLICT (user_id) DO UPDATE SET count = count + 1 \
-                 RETURNING count",
-                [user_id],
-                |r| r.get(0),
-            )
+            one(c, sql::INCREMENT_LOGINS, [user_id], |r| r.get(0))
         })
         .await
     }
@@ -139,7 +101,11 @@ impl SqliteStore {
     ) -> Result<Option<MetadataUpdates>, StoreError> {
         let user_id = user_id.to_string();
         let row: Option<(String, String)> = self
-            .read(move |c| optional(c, METADATA, [user_id], |r| Ok((r.get(0)?, r.get(1)?))))
+            .read(move |c| {
+                optional(c, sql::USER_METADATA, [user_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+            })
             .await?;
         row.map(|(a, u)| decode_metadata(&a, &u)).transpose()
     }
@@ -153,15 +119,11 @@ impl SqliteStore {
         // The single writer serializes read-modify-write, so concurrent logins of one user
         // merge instead of losing an update.
         self.write(false, move |c| {
-            let row = optional(c, METADATA, [&user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let row = optional(c, sql::USER_METADATA, [&user_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
             let (a, u) = merged_metadata(row, &updates)?;
-            exec(
-                c,
-                "INSERT INTO user_metadata (user_id, app_metadata, user_metadata) \
-                 VALUES (?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET \
-                 app_metadata = excluded.app_metadata, user_metadata = excluded.user_metadata",
-                [user_id, a, u],
-            )?;
+            exec(c, sql::PUT_USER_METADATA, [a, u, user_id])?;
             Ok(())
         })
         .await
@@ -169,13 +131,7 @@ impl SqliteStore {
 
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
         self.read(|c| {
-            let mut s = c
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    key_columns!(),
-                    " FROM signing_keys ORDER BY created_at, kid"
-                ))
-                .map_err(db)?;
+            let mut s = c.prepare_cached(sql::KEYS).map_err(db)?;
             let rows = s
                 .query_map([], |r| {
                     let row: KeyColumns = (
@@ -199,11 +155,7 @@ impl SqliteStore {
         self.write(false, move |c| {
             exec(
                 c,
-                concat!(
-                    "INSERT INTO signing_keys (",
-                    key_columns!(),
-                    ") VALUES (?, ?, ?, ?, ?, ?)"
-                ),
+                sql::PUT_KEY,
                 params![
                     key.kid,
                     key.alg,
@@ -227,11 +179,7 @@ impl SqliteStore {
     pub(crate) async fn retire_key(&self, kid: &str, retires_at: i64) -> Result<(), StoreError> {
         let kid = kid.to_string();
         self.write(false, move |c| {
-            let changed = exec(
-                c,
-                "UPDATE signing_keys SET retires_at = ? WHERE kid = ?",
-                params![retires_at, kid],
-            )?;
+            let changed = exec(c, sql::RETIRE_KEY, params![retires_at, kid])?;
             if changed == 0 {
                 return Err(StoreError::NotFound(format!("signing key {kid:?}")));
             }

@@ -14,7 +14,7 @@
 //! only after it.)
 
 mod accounts;
-mod sql;
+mod stmt;
 mod tokens;
 mod writer;
 
@@ -282,7 +282,8 @@ impl SqliteStore {
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| sql::one(c, "SELECT 1", [], |_| Ok(()))).await
+        self.read(|c| stmt::one(c, "SELECT 1", [], |_| Ok(())))
+            .await
     }
 }
 

@@ -3,18 +3,15 @@
 
 use rusqlite::{params, Connection};
 
-use super::sql::{exec, optional};
+use super::stmt::{exec, optional};
 use super::SqliteStore;
 use crate::store::codec::{decode_grant, encode_grant};
+use crate::store::sql;
 use crate::store::{CodeRedemption, Committed, Grant, Rotation, StoreError};
 
 /// Marks a family revoked (no-op when unknown).
 fn revoke(c: &Connection, family: &str) -> Result<(), StoreError> {
-    exec(
-        c,
-        "UPDATE refresh_families SET revoked = 1 WHERE family = ?",
-        [family],
-    )?;
+    exec(c, sql::REVOKE_FAMILY, [family])?;
     Ok(())
 }
 
@@ -28,11 +25,7 @@ impl SqliteStore {
         let code_hash = code_hash.to_string();
         let grant = encode_grant(grant)?;
         self.write(false, move |c| {
-            exec(
-                c,
-                "INSERT INTO codes (code_hash, grant_json, expires_at) VALUES (?, ?, ?)",
-                params![code_hash, grant, expires_at],
-            )?;
+            exec(c, sql::PUT_CODE, params![code_hash, grant, expires_at])?;
             Ok(())
         })
         .await
@@ -64,12 +57,8 @@ impl SqliteStore {
         let code_hash = code_hash.to_string();
         let family = family.to_string();
         self.write(false, move |c| {
-            let replayed: Option<i64> = optional(
-                c,
-                "UPDATE codes SET family = ? WHERE code_hash = ? RETURNING replayed",
-                [&family, &code_hash],
-                |r| r.get(0),
-            )?;
+            let replayed: Option<i64> =
+                optional(c, sql::LINK_FAMILY, [&family, &code_hash], |r| r.get(0))?;
             if replayed.unwrap_or(0) != 0 {
                 revoke(c, &family)?;
             }
@@ -89,17 +78,8 @@ impl SqliteStore {
         let family = family.to_string();
         let grant = encode_grant(grant)?;
         self.write(true, move |c| {
-            exec(
-                c,
-                "INSERT INTO refresh_families (family, grant_json) VALUES (?, ?) \
-                 ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json",
-                [&family, &grant],
-            )?;
-            exec(
-                c,
-                "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES (?, ?, ?)",
-                params![token_hash, family, expires_at],
-            )?;
+            exec(c, sql::PUT_FAMILY, [&family, &grant])?;
+            exec(c, sql::PUT_REFRESH, params![token_hash, family, expires_at])?;
             Ok(())
         })
         .await
@@ -133,15 +113,9 @@ impl SqliteStore {
         let token_hash = token_hash.to_string();
         let json: Option<String> = self
             .read(move |c| {
-                optional(
-                    c,
-                    "SELECT f.grant_json FROM refresh_tokens t \
-                     JOIN refresh_families f ON f.family = t.family \
-                     WHERE t.token_hash = ?1 AND t.used_at IS NULL AND f.revoked = 0 \
-                       AND (t.expires_at IS NULL OR t.expires_at > ?2)",
-                    params![token_hash, now],
-                    |r| r.get(0),
-                )
+                optional(c, sql::REFRESH_GRANT, params![token_hash, now], |r| {
+                    r.get(0)
+                })
             })
             .await?;
         json.as_deref().map(decode_grant).transpose()
@@ -154,14 +128,8 @@ impl SqliteStore {
 
 /// Marks a code redeemed, or tells why it cannot be; a replay revokes the linked family.
 fn redeem(c: &Connection, code_hash: &str, now: i64) -> Result<CodeRedemption, StoreError> {
-    let redeemed: Option<String> = optional(
-        c,
-        "UPDATE codes SET redeemed_at = ?1 \
-         WHERE code_hash = ?2 AND redeemed_at IS NULL AND expires_at > ?1 \
-         RETURNING grant_json",
-        params![now, code_hash],
-        |r| r.get(0),
-    )?;
+    let redeemed: Option<String> =
+        optional(c, sql::REDEEM_CODE, params![now, code_hash], |r| r.get(0))?;
     if let Some(json) = redeemed {
         return Ok(CodeRedemption::Redeemed(decode_grant(&json)?));
     }
@@ -178,11 +146,7 @@ fn redeem(c: &Connection, code_hash: &str, now: i64) -> Result<CodeRedemption, S
         return Ok(CodeRedemption::Expired);
     }
     // Remember the replay so a family linked later is revoked too.
-    exec(
-        c,
-        "UPDATE codes SET replayed = 1 WHERE code_hash = ?",
-        [code_hash],
-    )?;
+    exec(c, sql::MARK_REPLAYED, [code_hash])?;
     if let Some(family) = &family {
         revoke(c, family)?;
     }
@@ -214,7 +178,7 @@ fn rotate(
         let done = decode_grant(&json).and_then(|grant| {
             exec(
                 c,
-                "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES (?, ?, ?)",
+                sql::PUT_REFRESH,
                 params![new_hash, family, new_expires_at],
             )
             .map(|_| grant)
@@ -233,14 +197,10 @@ fn rotate(
             }
         };
     }
-    let row: Option<(String, Option<i64>, i64)> = optional(
-        c,
-        "SELECT t.family, t.used_at, f.revoked \
-         FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
-         WHERE t.token_hash = ?",
-        [old_hash],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let row: Option<(String, Option<i64>, i64)> =
+        optional(c, sql::REFRESH_STATE, [old_hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
     let Some((family, used_at, revoked)) = row else {
         return Ok(Rotation::Unknown);
     };
@@ -257,43 +217,14 @@ fn rotate(
 /// Deletes what expired at `now`; the number of rows deleted.
 fn purge(c: &Connection, now: i64) -> Result<u64, StoreError> {
     let mut deleted = 0;
-    for (sql, bind_now) in [
-        ("DELETE FROM sessions WHERE expires_at <= ?", true),
-        (
-            "DELETE FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at <= ?",
-            true,
-        ),
-        (
-            "DELETE FROM refresh_tokens WHERE family IN \
-             (SELECT family FROM refresh_families WHERE revoked <> 0)",
-            false,
-        ),
-        (
-            "DELETE FROM refresh_families WHERE revoked <> 0 OR NOT EXISTS \
-             (SELECT 1 FROM refresh_tokens t WHERE t.family = refresh_families.family)",
-            false,
-        ),
-        // An expired code goes, unless it was redeemed into a refresh family that still lives:
-        // that row stays as a tombstone, so a replay of the code still revokes the family (RFC
-        // 6749 §4.1.2) for as long as it exists. Its grant (personal data) is not needed for
-        // that and is dropped.
-        (
-            "DELETE FROM codes WHERE expires_at <= ? AND (family IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM refresh_families f WHERE f.family = codes.family AND f.revoked = 0))",
-            true,
-        ),
-    ] {
+    for &(statement, bind_now) in sql::PURGE {
         let changed = if bind_now {
-            exec(c, sql, [now])?
+            exec(c, statement, [now])?
         } else {
-            exec(c, sql, [])?
+            exec(c, statement, [])?
         };
         deleted += changed as u64;
     }
-    exec(
-        c,
-        "UPDATE codes SET grant_json = '{}' WHERE expires_at <= ? AND grant_json <> '{}'",
-        [now],
-    )?;
+    exec(c, sql::SCRUB_EXPIRED_CODES, [now])?;
     Ok(deleted)
 }
