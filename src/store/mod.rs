@@ -18,6 +18,8 @@ mod error;
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod purge;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 // The statements both engines run; each engine keeps only what its dialect alone has.

@@ -19,6 +19,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::codec::{decode_grant, encode_grant, encode_scopes, scopes_cover};
 use super::codec::{decode_metadata, merged_metadata, KeyColumns, SessionColumns};
+use super::purge::{self, PurgeStep, Step, StepDone};
 use super::{redact_url, sql, CodeRedemption, Grant, MetadataUpdates, Rotation, Session};
 use super::{StoreError, StoredKey};
 
@@ -451,17 +452,49 @@ impl PgStore {
     }
 
     pub(crate) async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.begin().await?;
-        let mut deleted = 0;
-        for &(statement, binds_now) in sql::PURGE {
-            let mut query = sqlx::query(statement);
-            if binds_now {
-                query = query.bind(now);
+        purge::purge(self, now).await
+    }
+}
+
+impl PurgeStep for PgStore {
+    /// Each statement commits on its own: a step needs no snapshot of its own, and short
+    /// transactions keep row locks and bloat small.
+    async fn purge_step(&self, step: Step, now: i64) -> Result<StepDone, StoreError> {
+        match step {
+            Step::Expired(statement) => Ok(StepDone {
+                deleted: exec(
+                    &self.pool,
+                    sqlx::query(statement).bind(now).bind(purge::BATCH),
+                )
+                .await?,
+                last: None,
+            }),
+            Step::Window { of, after } => {
+                let last: Option<String> = sqlx::query_scalar(of.select())
+                    .bind(&after)
+                    .bind(purge::BATCH)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db)?;
+                let Some(last) = last else {
+                    return Ok(StepDone::default());
+                };
+                let mut deleted = 0;
+                for write in of.writes() {
+                    let mut query = sqlx::query(write.sql).bind(&after).bind(&last);
+                    if write.binds_now {
+                        query = query.bind(now);
+                    }
+                    let changed = exec(&self.pool, query).await?;
+                    if write.deletes {
+                        deleted += changed;
+                    }
+                }
+                Ok(StepDone {
+                    deleted,
+                    last: Some(last),
+                })
             }
-            deleted += exec(&mut *tx, query).await?;
         }
-        exec(&mut *tx, sqlx::query(sql::SCRUB_EXPIRED_CODES).bind(now)).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(deleted)
     }
 }

@@ -758,6 +758,73 @@ async fn early_redemption(db: &TestDb) {
     assert_eq!(answer.unwrap(), CodeRedemption::Unknown);
 }
 
+/// A purge runs in bounded steps (`src/store/purge.rs`): more expired rows of every kind than
+/// one step takes are all deleted, and what lives between them in key order stays.
+async fn purge_in_steps_deletes_everything_expired(db: &TestDb) {
+    const EXPIRED: usize = 1_100; // over two steps of 500
+    let g = grant("auth0|p");
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..EXPIRED {
+        let (s, g) = (db.store.clone(), g.clone());
+        writes.spawn(async move {
+            s.create_session(&format!("s-{i:05}"), "u", NOW - 10, NOW)
+                .await
+                .unwrap();
+            s.put_code(&format!("c-{i:05}"), &g, NOW).await.unwrap();
+            // Each expired token leaves its family empty, so the family goes too.
+            s.put_refresh(&format!("r-{i:05}"), &format!("f-{i:05}"), &g, Some(NOW))
+                .await
+                .unwrap();
+            if i % 100 == 50 {
+                // Live ones between the expired ones in key order.
+                s.create_session(&format!("s-{i:05}-live"), "u", NOW, NOW + 60)
+                    .await
+                    .unwrap();
+                s.put_code(&format!("c-{i:05}-live"), &g, NOW + 60)
+                    .await
+                    .unwrap();
+                s.put_refresh(
+                    &format!("r-{i:05}-live"),
+                    &format!("f-{i:05}-live"),
+                    &g,
+                    None,
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+    while let Some(done) = writes.join_next().await {
+        done.unwrap();
+    }
+    let s = &db.store;
+    assert_eq!(s.purge_expired(NOW).await.unwrap(), 4 * EXPIRED as u64);
+    for i in (50..EXPIRED).step_by(100) {
+        assert!(s
+            .session(&format!("s-{i:05}-live"), NOW)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(s
+            .refresh_grant(&format!("r-{i:05}-live"), NOW)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(matches!(
+            s.redeem_code(&format!("c-{i:05}-live"), NOW).await.unwrap(),
+            CodeRedemption::Redeemed(_)
+        ));
+    }
+    assert_eq!(s.session("s-00000", NOW - 1).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh("r-01099", "x", NOW - 1, None)
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+    assert_eq!(s.purge_expired(NOW).await.unwrap(), 0);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -800,6 +867,7 @@ conformance!(
     key_lock_serializes_first_key,
     purge_removes_only_expired,
     replay_after_purge_still_revokes_family,
+    purge_in_steps_deletes_everything_expired,
     restart_persistence,
     schema_v1_database_upgrades,
     newer_schema_refused,

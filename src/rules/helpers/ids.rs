@@ -13,8 +13,8 @@ const MAX_RANDOM_BYTES: i64 = 1024;
 pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("uuid", |ctx: NativeCallContext| -> Res<String> {
         fits(&ctx, "uuid", 36)?;
-        // A version 4 UUID (RFC 9562 §5.4) from rand's thread-local CSPRNG (seeded from the
-        // OS), as `random_hex` and `crypto::random_token` use: no system call per id.
+        // A version 4 UUID (RFC 9562 §5.4) from rand's thread-local CSPRNG (keyed by the
+        // OS's entropy), as `random_hex` and `crypto::random_token` use: no system call per id.
         let mut bytes = [0u8; 16];
         rand::rng().fill_bytes(&mut bytes);
         Ok(uuid::Builder::from_random_bytes(bytes)

@@ -3,9 +3,10 @@
 
 use rusqlite::{params, Connection};
 
-use super::stmt::{exec, optional};
+use super::stmt::{exec, one, optional};
 use super::SqliteStore;
 use crate::store::codec::{decode_grant, encode_grant};
+use crate::store::purge::{self, PurgeStep, Step, StepDone};
 use crate::store::sql;
 use crate::store::{CodeRedemption, Committed, Grant, Rotation, StoreError};
 
@@ -122,7 +123,13 @@ impl SqliteStore {
     }
 
     pub(crate) async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
-        self.write(false, move |c| purge(c, now)).await
+        purge::purge(self, now).await
+    }
+}
+
+impl PurgeStep for SqliteStore {
+    async fn purge_step(&self, step: Step, now: i64) -> Result<StepDone, StoreError> {
+        self.write(false, move |c| purge_step(c, step, now)).await
     }
 }
 
@@ -214,17 +221,34 @@ fn rotate(
     Ok(Rotation::Expired)
 }
 
-/// Deletes what expired at `now`; the number of rows deleted.
-fn purge(c: &Connection, now: i64) -> Result<u64, StoreError> {
-    let mut deleted = 0;
-    for &(statement, bind_now) in sql::PURGE {
-        let changed = if bind_now {
-            exec(c, statement, [now])?
-        } else {
-            exec(c, statement, [])?
-        };
-        deleted += changed as u64;
+/// One step of a purge ([`crate::store::purge`]), inside the batch transaction.
+fn purge_step(c: &Connection, step: Step, now: i64) -> Result<StepDone, StoreError> {
+    match step {
+        Step::Expired(statement) => Ok(StepDone {
+            deleted: exec(c, statement, params![now, purge::BATCH])? as u64,
+            last: None,
+        }),
+        Step::Window { of, after } => {
+            let last: Option<String> =
+                one(c, of.select(), params![after, purge::BATCH], |r| r.get(0))?;
+            let Some(last) = last else {
+                return Ok(StepDone::default());
+            };
+            let mut deleted = 0;
+            for write in of.writes() {
+                let changed = if write.binds_now {
+                    exec(c, write.sql, params![after, last, now])?
+                } else {
+                    exec(c, write.sql, params![after, last])?
+                };
+                if write.deletes {
+                    deleted += changed as u64;
+                }
+            }
+            Ok(StepDone {
+                deleted,
+                last: Some(last),
+            })
+        }
     }
-    exec(c, sql::SCRUB_EXPIRED_CODES, [now])?;
-    Ok(deleted)
 }

@@ -1,0 +1,139 @@
+//! Deleting expired state in bounded steps, so a purge never holds the database for long.
+//!
+//! One transaction over millions of expired rows held SQLite's only connection, and with it every
+//! rotation and read, for as long as it ran (22 s for 2,000,000 rows in `benches/large_db.rs`).
+//! Here every step touches at most [`BATCH`] rows and is its own write, which the engine commits
+//! like any other (on SQLite in the same group commit as the rotations queued with it), so
+//! requests interleave with the purge. The deletions that an index finds (expired sessions and
+//! refresh tokens) repeat until one deletes fewer than [`BATCH`] rows; the ones that must look at
+//! every row (revoked or empty refresh families, expired codes kept as tombstones) walk the
+//! table by primary key, [`BATCH`] keys per step. A purge is therefore not one snapshot: rows
+//! that expire while it runs may wait for the next one, which is all the purge promises.
+
+use std::future::Future;
+
+use super::{sql, StoreError};
+
+/// Most rows one step looks at or deletes.
+pub(crate) const BATCH: i64 = 500;
+
+/// A table walked by primary key, [`BATCH`] keys per step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// `refresh_families`: the tokens of revoked families, then revoked and empty families.
+    Families,
+    /// `codes`: expired codes, except tombstones, whose grants are scrubbed.
+    Codes,
+}
+
+/// One statement run over a window: its text, whether it binds the time as `$3` after the
+/// window's bounds `$1` and `$2`, and whether the rows it changes count as deleted.
+pub(crate) struct WindowWrite {
+    /// The statement.
+    pub(crate) sql: &'static str,
+    /// Binds the time as `$3`.
+    pub(crate) binds_now: bool,
+    /// Its changed rows are deleted rows.
+    pub(crate) deletes: bool,
+}
+
+impl Window {
+    /// The statement finding the window's last key (`$1` after, `$2` [`BATCH`]).
+    pub(crate) fn select(self) -> &'static str {
+        match self {
+            Window::Families => sql::FAMILY_WINDOW,
+            Window::Codes => sql::CODE_WINDOW,
+        }
+    }
+
+    /// The statements run over a window, in order.
+    pub(crate) fn writes(self) -> &'static [WindowWrite] {
+        const FAMILIES: &[WindowWrite] = &[
+            WindowWrite {
+                sql: sql::PURGE_FAMILIES[0],
+                binds_now: false,
+                deletes: true,
+            },
+            WindowWrite {
+                sql: sql::PURGE_FAMILIES[1],
+                binds_now: false,
+                deletes: true,
+            },
+        ];
+        const CODES: &[WindowWrite] = &[
+            WindowWrite {
+                sql: sql::PURGE_CODES,
+                binds_now: true,
+                deletes: true,
+            },
+            WindowWrite {
+                sql: sql::SCRUB_CODES,
+                binds_now: true,
+                deletes: false,
+            },
+        ];
+        match self {
+            Window::Families => FAMILIES,
+            Window::Codes => CODES,
+        }
+    }
+}
+
+/// One bounded step of a purge.
+#[derive(Debug, Clone)]
+pub(crate) enum Step {
+    /// One statement of [`sql::PURGE_EXPIRED`], bound to the time and [`BATCH`].
+    Expired(&'static str),
+    /// The next window of a table after the key `after` (`""` for the first).
+    Window {
+        /// The table.
+        of: Window,
+        /// The last key of the previous window.
+        after: String,
+    },
+}
+
+/// What a step did.
+#[derive(Debug, Default)]
+pub(crate) struct StepDone {
+    /// Rows deleted.
+    pub(crate) deleted: u64,
+    /// For a window: its last key, `None` when the table has no keys after `after`.
+    pub(crate) last: Option<String>,
+}
+
+/// An engine that runs one step in one write of its own.
+pub(crate) trait PurgeStep {
+    /// Runs `step` with the time `now`.
+    fn purge_step(
+        &self,
+        step: Step,
+        now: i64,
+    ) -> impl Future<Output = Result<StepDone, StoreError>> + Send;
+}
+
+/// Deletes what expired at `now` in bounded steps; the number of rows deleted.
+pub(crate) async fn purge(engine: &impl PurgeStep, now: i64) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for statement in sql::PURGE_EXPIRED {
+        loop {
+            let done = engine.purge_step(Step::Expired(statement), now).await?;
+            deleted += done.deleted;
+            if done.deleted < BATCH as u64 {
+                break;
+            }
+        }
+    }
+    for of in [Window::Families, Window::Codes] {
+        let mut after = String::new();
+        loop {
+            let done = engine.purge_step(Step::Window { of, after }, now).await?;
+            deleted += done.deleted;
+            match done.last {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+    }
+    Ok(deleted)
+}
