@@ -65,13 +65,16 @@ fn panel(svg: &mut String, x0: f64, width: f64, title: &str, groups: &[(String, 
                     bar_w - 8.0
                 );
             }
-            let _ = writeln!(
-                svg,
-                r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{}</text>"#,
-                bx + bar_w / 2.0,
-                y - 6.0,
-                bar.label
-            );
+            // One line of the label per `\n`, the last just above the bar.
+            let lines: Vec<&str> = bar.label.split('\n').collect();
+            for (j, line) in lines.iter().enumerate() {
+                let _ = writeln!(
+                    svg,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{line}</text>"#,
+                    bx + bar_w / 2.0,
+                    y - 6.0 - 14.0 * (lines.len() - 1 - j) as f64,
+                );
+            }
         }
         let _ = writeln!(
             svg,
@@ -139,7 +142,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             (sign.min(total), if ours { OURS_SIGN } else { PEER_SIGN }),
                             ((total - sign).max(0.0), if ours { OURS } else { PEER }),
                         ],
-                        label: format!("{total:.0} ({:+.0})", total - sign),
+                        label: format!("{total:.0}\n({:+.0})", total - sign),
                     }
                 })
                 .collect();
