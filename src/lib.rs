@@ -88,6 +88,7 @@ pub mod issuer;
 #[cfg(feature = "server")]
 pub mod logging;
 pub mod model;
+pub mod oauth;
 // Argon2id hashes of the server's user directory (`claimrules hash-password`), not an API.
 #[cfg(feature = "server")]
 #[doc(hidden)]
@@ -104,14 +105,13 @@ pub mod store;
 #[cfg(feature = "server")]
 pub mod telemetry;
 pub mod testing;
-pub mod watch;
 
 pub use issuer::verify::{verify, Jwks, VerifyError, VerifyOptions};
 pub use issuer::{
-    Endpoint, IssueError, Issued, Issuer, OAuthError, Protocol, SetupError, SigningAlg, SigningKey,
+    Endpoint, IssueError, Issued, Issuer, OAuthError, SetupError, SigningAlg, SigningKey,
     TokenRequest,
 };
-pub use model::{Context, User};
-pub use rules::{Outcome, RuleError, RuleSet, RuleSetOptions};
+pub use model::{Context, Protocol, User};
+pub use oauth::{ErrorCode, GrantType};
+pub use rules::{HotRules, Outcome, RuleError, RuleSet, RuleSetOptions};
 pub use testing::TestSuite;
-pub use watch::HotRules;

@@ -547,7 +547,7 @@ fn test_once(args: &TestArgs) -> u8 {
 fn test_watch(args: &TestArgs) -> ExitCode {
     let (tx, rx) = std::sync::mpsc::channel();
     // Watch before the first run, so no edit made after its summary goes unseen.
-    let _watch = match claimrules::watch::watch_folder(&args.rules, move || {
+    let _watch = match claimrules::rules::hot::watch_folder(&args.rules, move || {
         let _ = tx.send(());
     }) {
         Ok(w) => w,

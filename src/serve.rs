@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::config::{embedded_default, Config, ConfigError, DemoCredentials};
 use crate::issuer::{unix_now, Issuer, KeyRing, SigningKey};
+use crate::rules::HotRules;
 use crate::rules::{RuleSetOptions, SandboxLimits};
 use crate::server::{self, AppState};
 use crate::store::{Store, StoredKey};
-use crate::watch::HotRules;
 
 /// Errors of start-up (all exit with code 2) and serving.
 #[derive(Debug, thiserror::Error)]
