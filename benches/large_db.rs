@@ -1,0 +1,303 @@
+//! Refresh-token rotation on an empty and on a large SQLite database, and during a purge of the
+//! expired tokens (issue 18, target 4: flat with data size; the purge does not stall requests).
+//!
+//! ```sh
+//! cargo bench --bench large_db                      # 1,000,000 live + 1,000,000 expired tokens
+//! LIVE=100000 EXPIRED=100000 SECS=3 cargo bench --bench large_db   # quick run
+//! ```
+//!
+//! Env: `LIVE`, `EXPIRED` (rows to fill), `SECS` (seconds per phase, default 5), `TASKS`
+//! (concurrent chains, default 16, as the loadgen's 16 clients), `OUT` (also write the figures
+//! as one JSON object to that file).
+//!
+//! Each task loops the two store calls the token endpoint makes per refresh
+//! (src/server/token.rs, `refresh_grant`): `Store::refresh_grant` (read the grant) then
+//! `Store::rotate_refresh` (mark used, store the successor; durable before it returns). No HTTP
+//! and no signing: this isolates the store's share and how it grows with the data.
+//!
+//! The large database is filled FAST through a separate SQLite connection (rusqlite, bulk
+//! `INSERT … SELECT` over a recursive CTE in one transaction, same schema as
+//! migrations/sqlite/*.sql, created by `Store::open_in_folder`): every live token in a family of
+//! its own (one grant per token, random ids like the server's), every expired token likewise, so
+//! the purge deletes 2 rows per expired grant.
+//!
+//! Phases: `empty` (fresh database), `full` (after the fill, store reopened), `purge` (the same
+//! load while `Store::purge_expired` deletes the expired grants; its p99 is over the requests that
+//! overlapped the purge).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use claimrules::store::{Grant, Rotation, Store};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const DAY: i64 = 86_400;
+
+fn env_num(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(d)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn hash(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A grant shaped like the ones the authorization code flow stores.
+fn grant(i: usize) -> Grant {
+    Grant {
+        client_id: "bench-client".into(),
+        user_id: format!("auth0|user{i}"),
+        audience: Some("https://api.example.com".into()),
+        scopes: ["openid", "profile", "email", "offline_access", "read:contacts"]
+            .map(String::from)
+            .to_vec(),
+        redirect_uri: "https://client.example.com/callback".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        code_challenge: None,
+        auth_time: now(),
+        session_id: Some(hash(&format!("session-{i}"))),
+        request: json!({"ip": "127.0.0.1", "hostname": "127.0.0.1:3000", "userAgent": "node",
+                        "query": {"audience": "https://api.example.com", "scope": "openid profile email offline_access read:contacts"}}),
+        rule_scope: None,
+        claims: None,
+    }
+}
+
+/// Bulk-fills `live` live and `expired` expired refresh tokens, each with its own family, in one
+/// transaction on a connection of its own. Returns seconds taken.
+fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
+    let t = Instant::now();
+    let c = rusqlite::Connection::open(db)?;
+    // Bench-only settings for the fill connection: the store's own connections keep theirs.
+    c.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY;")?;
+    let grant_json = serde_json::to_string(&grant(0)).unwrap_or_default();
+    let n = now();
+    c.execute_batch("BEGIN")?;
+    for (count, expires_at) in [(live, n + 30 * DAY), (expired, n - DAY)] {
+        if count == 0 {
+            continue;
+        }
+        c.execute_batch(
+            "DROP TABLE IF EXISTS temp.fill;
+             CREATE TEMP TABLE fill (family TEXT NOT NULL);",
+        )?;
+        c.execute(
+            "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < ?1)
+             INSERT INTO temp.fill (family) SELECT lower(hex(randomblob(16))) FROM i",
+            rusqlite::params![count as i64],
+        )?;
+        c.execute(
+            "INSERT INTO refresh_families (family, grant_json, revoked)
+             SELECT family, ?1, 0 FROM temp.fill",
+            rusqlite::params![grant_json],
+        )?;
+        c.execute(
+            "INSERT INTO refresh_tokens (token_hash, family, expires_at, used_at)
+             SELECT lower(hex(randomblob(32))), family, ?1, NULL FROM temp.fill",
+            rusqlite::params![expires_at],
+        )?;
+    }
+    c.execute_batch("DROP TABLE IF EXISTS temp.fill; COMMIT;")?;
+    // Leave no giant WAL behind for the store to replay.
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// One phase's latencies: (start offset from the phase start, duration).
+type Samples = Vec<(Duration, Duration)>;
+
+/// `tasks` chains, each looping refresh_grant + rotate_refresh until `until` says stop.
+async fn load(
+    store: &Store,
+    tasks: usize,
+    run: &str,
+    stop: Arc<tokio::sync::watch::Receiver<bool>>,
+) -> (f64, Samples) {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let (store, stop) = (store.clone(), stop.clone());
+        let family = hash(&format!("{run}-family-{t}"));
+        handles.push(tokio::spawn(async move {
+            let exp = Some(now() + 30 * DAY);
+            let mut current = hash(&format!("{family}-0"));
+            store
+                .put_refresh(&current, &family, &grant(t), exp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut samples = Vec::new();
+            let mut n = 0u64;
+            while !*stop.borrow() {
+                n += 1;
+                let next = hash(&format!("{family}-{n}"));
+                let t0 = Instant::now();
+                let ts = now();
+                let g = store
+                    .refresh_grant(&current, ts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if g.is_none() {
+                    return Err(format!("chain {t}: live token not found"));
+                }
+                let r = store
+                    .rotate_refresh(&current, &next, ts, exp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !matches!(r, Rotation::Rotated { .. }) {
+                    return Err(format!("chain {t}: unexpected rotation {r:?}"));
+                }
+                samples.push((t0 - started, t0.elapsed()));
+                current = next;
+            }
+            Ok::<_, String>(samples)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(Ok(s)) => all.extend(s),
+            Ok(Err(e)) => panic!("bench task failed: {e}"),
+            Err(e) => panic!("bench task panicked: {e}"),
+        }
+    }
+    (started.elapsed().as_secs_f64(), all)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    (sorted[i].as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn summary(phase: &str, secs: f64, samples: &[(Duration, Duration)]) -> Value {
+    let mut lat: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+    lat.sort();
+    json!({
+        "phase": phase,
+        "rotations": lat.len(),
+        "rotations_per_s": (lat.len() as f64 / secs).round(),
+        "p50_ms": pct(&lat, 0.50),
+        "p99_ms": pct(&lat, 0.99),
+        "max_ms": pct(&lat, 1.0),
+    })
+}
+
+/// Runs the load for `secs` seconds.
+async fn timed(store: &Store, tasks: usize, run: &str, secs: u64) -> (f64, Samples) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let _ = tx.send(true);
+    });
+    let out = load(store, tasks, run, Arc::new(rx)).await;
+    let _ = stopper.await;
+    out
+}
+
+fn db_mib(dir: &Path) -> f64 {
+    let size: u64 = ["claimrules.db", "claimrules.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    (size as f64 / 1048576.0 * 10.0).round() / 10.0
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let live = env_num("LIVE", 1_000_000);
+    let expired = env_num("EXPIRED", 1_000_000);
+    let secs = env_num("SECS", 5);
+    let tasks = env_num("TASKS", 16) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut lines = Vec::new();
+    rt.block_on(async {
+        let root = tempfile::tempdir().expect("tempdir");
+        // Empty database.
+        let empty = root.path().join("empty");
+        let store = Store::open_in_folder(&empty).await.expect("open empty store");
+        let (s, samples) = timed(&store, tasks, "empty", secs).await;
+        lines.push(summary("empty", s, &samples));
+        drop(store);
+
+        // Large database: the store creates the schema, the fill connection adds the rows.
+        let full = root.path().join("full");
+        drop(Store::open_in_folder(&full).await.expect("create full store"));
+        eprintln!("large_db: filling {live} live + {expired} expired refresh tokens");
+        let fill_s = fill(&full.join("claimrules.db"), live, expired).expect("bulk fill");
+        let size = db_mib(&full);
+        eprintln!("large_db: filled in {fill_s:.1} s, database {size} MiB");
+        let store = Store::open_in_folder(&full).await.expect("reopen full store");
+        let (s, samples) = timed(&store, tasks, "full", secs).await;
+        let mut full_line = summary("full", s, &samples);
+        full_line["fill_s"] = json!((fill_s * 10.0).round() / 10.0);
+        full_line["db_mib"] = json!(size);
+        lines.push(full_line);
+
+        // The same load while the expired grants are purged: the purge starts after 1 s and the
+        // load runs until `secs` have passed and the purge has been over for 1 s.
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let load_store = store.clone();
+        let loader =
+            tokio::spawn(async move { load(&load_store, tasks, "purge", Arc::new(rx)).await });
+        let phase_start = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let purge_from = phase_start.elapsed();
+        let deleted = store.purge_expired(now()).await.expect("purge");
+        let purge_to = phase_start.elapsed();
+        let rest = Duration::from_secs(secs).saturating_sub(purge_to);
+        tokio::time::sleep(rest.max(Duration::from_secs(1))).await;
+        let _ = tx.send(true);
+        let (s, samples) = loader.await.expect("load task");
+        // The loader's clock started a moment before `phase_start`; the difference is far
+        // below a millisecond and only widens the overlap window.
+        let during: Vec<_> = samples
+            .iter()
+            .copied()
+            .filter(|(at, d)| *at < purge_to && *at + *d > purge_from)
+            .collect();
+        let mut line = summary("purge", s, &samples);
+        let d = summary("during", 1.0, &during);
+        line["purge_s"] = json!(((purge_to - purge_from).as_secs_f64() * 100.0).round() / 100.0);
+        line["purge_rows_deleted"] = json!(deleted);
+        line["during_purge"] = json!({"rotations": d["rotations"], "p50_ms": d["p50_ms"],
+                                      "p99_ms": d["p99_ms"], "max_ms": d["max_ms"]});
+        lines.push(line);
+    });
+    let result = json!({"bench": "large_db", "live": live, "expired": expired, "tasks": tasks,
+                        "secs_per_phase": secs, "phases": lines});
+    for l in &lines {
+        println!("{l}");
+    }
+    let (e, f) = (&lines[0], &lines[1]);
+    let ratio = |k: &str| f[k].as_f64().unwrap_or(0.0) / e[k].as_f64().unwrap_or(1.0).max(1e-9);
+    println!(
+        "large_db: empty {} rot/s p99 {} ms | {live}+{expired} rows {} rot/s p99 {} ms ({:+.1} %) | during purge ({} s, {} rows) p99 {} ms max {} ms",
+        e["rotations_per_s"], e["p99_ms"], f["rotations_per_s"], f["p99_ms"],
+        100.0 * (ratio("rotations_per_s") - 1.0), lines[2]["purge_s"],
+        lines[2]["purge_rows_deleted"], lines[2]["during_purge"]["p99_ms"], lines[2]["during_purge"]["max_ms"]
+    );
+    if let Ok(out) = std::env::var("OUT") {
+        std::fs::write(&out, format!("{result:#}\n")).expect("write OUT");
+    }
+}
