@@ -84,21 +84,6 @@ impl Context {
             .unwrap_or_default()
     }
 
-    /// A field, typed or not.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.fields.get(key)
-    }
-
-    /// The JSON object rules see.
-    pub fn as_map(&self) -> &Map<String, Value> {
-        &self.fields
-    }
-
-    /// The JSON object rules see, as a `Value`.
-    pub fn into_value(self) -> Value {
-        Value::Object(self.fields)
-    }
-
     /// Sets any top-level field; `null` is kept (rules read it as `()`).
     pub fn set(mut self, key: impl Into<String>, value: impl Into<Value>) -> Context {
         self.fields.insert(key.into(), value.into());

@@ -32,10 +32,28 @@
 
 use serde_json::{json, Value};
 
-/// The conversions shared by [`User`] and [`Context`]: from a JSON object that has the string
-/// field `$field` (or a `Value` holding one), and back to a map or a value.
+/// What [`User`] and [`Context`] share: reading their fields, and the conversions from a JSON
+/// object that has the string field `$field` (or a `Value` holding one) and back to a map or a
+/// value.
 macro_rules! json_object_conversions {
     ($ty:ident, $object:literal, $field:literal) => {
+        impl $ty {
+            /// A field, typed or not.
+            pub fn get(&self, key: &str) -> Option<&Value> {
+                self.fields.get(key)
+            }
+
+            /// The JSON object rules see.
+            pub fn as_map(&self) -> &Map<String, Value> {
+                &self.fields
+            }
+
+            /// The JSON object rules see, as a `Value`.
+            pub fn into_value(self) -> Value {
+                Value::Object(self.fields)
+            }
+        }
+
         impl TryFrom<Map<String, Value>> for $ty {
             type Error = ModelError;
             fn try_from(fields: Map<String, Value>) -> Result<$ty, ModelError> {
