@@ -43,9 +43,10 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The system allocator, counting what each rule run allocates (see the module documentation).
 /// The `claimrules` binary installs it; an embedder may too:
 ///
-/// ```ignore
+/// ```
 /// #[global_allocator]
 /// static ALLOC: claimrules::rules::RunAllocator = claimrules::rules::RunAllocator;
+/// # fn main() {}
 /// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RunAllocator;
