@@ -8,6 +8,7 @@ pub mod keys;
 pub mod oauth;
 mod protocol;
 mod request;
+pub mod rotation;
 pub mod verify;
 
 use std::sync::Arc;
