@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use claimrules::watch::{HotRules, DEBOUNCE, TICK_RATE};
+use claimrules::rules::hot::{HotRules, DEBOUNCE, TICK_RATE};
 use serde_json::json;
 
 const EDITS: usize = 50;

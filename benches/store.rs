@@ -5,6 +5,12 @@
 //! (default 3). Every rotation is durable (SQLite: WAL, synchronous=FULL) before it returns.
 //! PostgreSQL is measured too when `CLAIMRULES_BENCH_POSTGRES_URL` is set.
 //!
+//! A fixed workload for CPU counts: `CLAIMRULES_BENCH_ROTATIONS=10000 CLAIMRULES_BENCH_TASKS=1`
+//! runs exactly that many rotations (split over the tasks) on SQLite only and prints the
+//! process's CPU time (user + system, all threads, from `getrusage`) per rotation; run it under
+//! `perf stat -e task-clock` or `valgrind --tool=callgrind` for figures that do not depend on
+//! the machine's other load.
+//!
 //! Reading the figures: with one task every rotation pays one commit (one fsync); with more
 //! tasks the SQLite writer commits all queued rotations together, so throughput grows with
 //! concurrency until the CPU, not the disk, is the limit. The bench also prints the disk's own
@@ -45,7 +51,14 @@ fn grant(i: usize) -> Grant {
     }
 }
 
-async fn rotations(store: &Store, tasks: usize, run: &str, secs: u64) -> (f64, Vec<Duration>) {
+/// Rotations by `tasks` concurrent chains for `secs` seconds, or `count` rotations per task.
+async fn rotations(
+    store: &Store,
+    tasks: usize,
+    run: &str,
+    secs: u64,
+    count: Option<u64>,
+) -> (f64, Vec<Duration>) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -60,7 +73,7 @@ async fn rotations(store: &Store, tasks: usize, run: &str, secs: u64) -> (f64, V
                 .map_err(|e| e.to_string())?;
             let mut latencies = Vec::new();
             let mut n = 0u64;
-            while Instant::now() < deadline {
+            while count.map_or(Instant::now() < deadline, |c| n < c) {
                 n += 1;
                 let next = hash(&format!("{family}-{n}"));
                 let t0 = Instant::now();
@@ -100,7 +113,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 async fn bench_engine(name: &str, store: &Store, secs: u64) {
     for tasks in [1usize, 16, 64] {
-        let (ops, lat) = rotations(store, tasks, &format!("{name}-{tasks}"), secs).await;
+        let (ops, lat) = rotations(store, tasks, &format!("{name}-{tasks}"), secs, None).await;
         println!(
             "{name:<10} rotate_refresh  tasks={tasks:<3} {ops:>9.0} ops/s   p50 {:.2} ms  p99 {:.2} ms",
             pct(&lat, 0.50),
@@ -135,6 +148,36 @@ fn fsync_rate(dir: &std::path::Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// CPU time of the whole process so far (user + system, every thread).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The fixed workload: `total` rotations over `tasks` chains, CPU per rotation.
+async fn fixed_workload(store: &Store, total: u64, tasks: usize) {
+    let per_task = total.div_ceil(tasks as u64);
+    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let (_, lat) = rotations(store, tasks, "fixed", 0, Some(per_task)).await;
+    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let n = lat.len() as f64;
+    println!(
+        "sqlite     fixed tasks={tasks:<3} rotations={} wall {:.2} s  {:>8.0} ops/s  CPU {:.1} us/rotation  p50 {:.2} ms  p99 {:.2} ms",
+        lat.len(),
+        wall.as_secs_f64(),
+        n / wall.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / n,
+        pct(&lat, 0.50),
+        pct(&lat, 0.99)
+    );
+}
+
 fn main() {
     // Criterion-style filter arguments (`cargo bench -- x`) are accepted and ignored.
     let secs = std::env::var("CLAIMRULES_BENCH_SECS")
@@ -146,10 +189,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let fixed: Option<u64> = std::env::var("CLAIMRULES_BENCH_ROTATIONS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let tasks: usize = std::env::var("CLAIMRULES_BENCH_TASKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
+        // The store refuses a data folder others can read: a private one inside the tempdir.
+        let data = dir.path().join("data");
+        if let Some(total) = fixed {
+            let store = Store::open_in_folder(&data)
+                .await
+                .expect("open sqlite store");
+            fixed_workload(&store, total, tasks.max(1)).await;
+            return;
+        }
         fsync_rate(dir.path());
-        let store = Store::open_in_folder(dir.path())
+        let store = Store::open_in_folder(&data)
             .await
             .expect("open sqlite store");
         bench_engine("sqlite", &store, secs).await;

@@ -1,5 +1,5 @@
 //! Small cryptographic helpers shared by the issuer and the server: random tokens, hashes of
-//! secrets for storage, constant-time comparison, PKCE.
+//! secrets for storage, the one secret comparison ([`secret_eq`]), PKCE.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -29,9 +29,11 @@ pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Compares two secrets in constant time (for equal lengths; lengths are not secret).
-pub fn secrets_equal(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
+/// Compares two secrets (client secrets, tokens, CSRF values) without leaking where they differ
+/// or how long the expected one is: both are hashed with SHA-256 first and the digests compared
+/// in constant time, so the time taken depends on neither the contents nor the lengths.
+pub fn secret_eq(a: &[u8], b: &[u8]) -> bool {
+    Sha256::digest(a).ct_eq(&Sha256::digest(b)).into()
 }
 
 /// True when `verifier` is a valid RFC 7636 code verifier: 43–128 characters of
@@ -54,7 +56,7 @@ pub fn valid_pkce_challenge(challenge: &str) -> bool {
 /// Checks an S256 PKCE verifier against the stored challenge, in constant time.
 pub fn pkce_s256_matches(verifier: &str, challenge: &str) -> bool {
     let computed = b64url(&Sha256::digest(verifier.as_bytes()));
-    secrets_equal(&computed, challenge)
+    secret_eq(computed.as_bytes(), challenge.as_bytes())
 }
 
 #[cfg(test)]
@@ -73,5 +75,15 @@ mod tests {
             verifier,
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
         ));
+    }
+
+    #[test]
+    fn secret_eq_compares_contents_of_any_length() {
+        assert!(secret_eq(b"s3cret", b"s3cret"));
+        assert!(!secret_eq(b"s3cret", b"s3creT"));
+        assert!(!secret_eq(b"s3cret", b"s3cret-and-more"));
+        assert!(!secret_eq(b"s3cret", b""));
+        assert!(!secret_eq(b"", b"x"));
+        assert!(secret_eq(b"", b""));
     }
 }

@@ -84,6 +84,7 @@ pub mod crypto;
 pub mod datadir;
 pub mod issuer;
 pub mod model;
+pub mod oauth;
 // Argon2id hashes of the server's user directory (`claimrules hash-password`), not an API.
 #[cfg(feature = "server")]
 #[doc(hidden)]
@@ -96,14 +97,13 @@ pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
 pub mod testing;
-pub mod watch;
 
 pub use issuer::verify::{verify, Jwks, VerifyError, VerifyOptions};
 pub use issuer::{
-    Endpoint, IssueError, Issued, Issuer, OAuthError, Protocol, SetupError, SigningAlg, SigningKey,
+    Endpoint, IssueError, Issued, Issuer, OAuthError, SetupError, SigningAlg, SigningKey,
     TokenRequest,
 };
-pub use model::{Context, User};
-pub use rules::{Outcome, RuleError, RuleSet, RuleSetOptions};
+pub use model::{Context, Protocol, User};
+pub use oauth::{ErrorCode, GrantType};
+pub use rules::{HotRules, Outcome, RuleError, RuleSet, RuleSetOptions};
 pub use testing::TestSuite;
-pub use watch::HotRules;

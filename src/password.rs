@@ -6,21 +6,22 @@ use rand::RngCore;
 
 /// Errors of password hashing.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PasswordError {
     /// Hashing failed.
     #[error("argon2: {0}")]
-    Hash(String),
+    Hash(#[from] argon2::password_hash::Error),
 }
 
 /// Hashes a password into an Argon2id PHC string with a random salt.
 pub fn hash(password: &str) -> Result<String, PasswordError> {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    let salt = SaltString::encode_b64(&bytes).map_err(|e| PasswordError::Hash(e.to_string()))?;
+    let salt = SaltString::encode_b64(&bytes)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| PasswordError::Hash(e.to_string()))
+        .map_err(PasswordError::from)
 }
 
 /// Verifies a password against a PHC string (constant time inside argon2).
@@ -43,6 +44,7 @@ pub fn dummy_hash() -> &'static str {
 
 /// Why [`VerifyPool::verify`] gave no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// Every hashing thread is busy and the queue is full: try again later.
     #[error("the password checks queue is full")]

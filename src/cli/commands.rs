@@ -204,7 +204,7 @@ pub fn test_once(args: &TestArgs) -> Result<Exit, CliError> {
 pub fn test_watch(args: &TestArgs) -> Result<Exit, CliError> {
     let (tx, rx) = std::sync::mpsc::channel();
     // Watch before the first run, so no edit made after its summary goes unseen.
-    let _watch = claimrules::watch::watch_folder(&args.rules, move || {
+    let _watch = claimrules::rules::hot::watch_folder(&args.rules, move || {
         let _ = tx.send(());
     })?;
     // A run's own failure (a broken case file mid-edit) is reported and watched past.

@@ -266,10 +266,8 @@ where
 
 /// The current UTC time as RFC 3339 with milliseconds (`2025-01-31T12:00:00.123Z`).
 fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs() as i64;
+    let millis = crate::model::time::unix_now_millis();
+    let secs = millis.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).
     let z = days + 719_468;
@@ -286,7 +284,7 @@ fn rfc3339_now() -> String {
         rem / 3600,
         rem % 3600 / 60,
         rem % 60,
-        now.subsec_millis()
+        millis.rem_euclid(1000)
     )
 }
 

@@ -108,7 +108,7 @@ pub enum CliError {
     Scaffold(#[from] claimrules::rules::scaffold::ScaffoldError),
     /// The rules folder could not be watched.
     #[error(transparent)]
-    Watch(#[from] claimrules::watch::WatchError),
+    Watch(#[from] claimrules::rules::WatchError),
     /// A report file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {

@@ -1,7 +1,7 @@
 //! The signals `claimrules serve` answers: SIGINT and SIGTERM shut it down gracefully, SIGHUP
 //! reloads the rules.
 
-use claimrules::watch::HotRules;
+use claimrules::rules::HotRules;
 
 /// Reloads the rules (on a blocking thread) at every SIGHUP; nothing on other platforms.
 pub fn reload_rules_on_sighup(rules: HotRules) {

@@ -23,8 +23,8 @@
 //! ```
 
 use super::{Issuer, KeyRing, SigningKey};
+use crate::rules::HotRules;
 use crate::rules::RuleSet;
-use crate::watch::HotRules;
 
 /// Why an [`IssuerBuilder`] could not build.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,6 +37,9 @@ pub enum BuildError {
         url: String,
         /// What is wrong.
         reason: String,
+        /// The URL parser's error, when it refused the URL.
+        #[source]
+        source: Option<url::ParseError>,
     },
     /// No rules were given ([`IssuerBuilder::rules`]).
     #[error("no rules: call .rules(..) with a RuleSet or HotRules (an empty RuleSet is fine)")]
@@ -134,8 +137,13 @@ fn check_issuer_url(raw: &str) -> Result<(), BuildError> {
     let fail = |reason: &str| BuildError::IssuerUrl {
         url: raw.to_owned(),
         reason: reason.to_owned(),
+        source: None,
     };
-    let url = url::Url::parse(raw).map_err(|e| fail(&e.to_string()))?;
+    let url = url::Url::parse(raw).map_err(|e| BuildError::IssuerUrl {
+        url: raw.to_owned(),
+        reason: e.to_string(),
+        source: Some(e),
+    })?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(fail("the scheme must be http or https"));
     }

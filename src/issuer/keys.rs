@@ -5,12 +5,15 @@
 //! (measured with `benches/token_exchange.rs`). So the compact JWS is assembled here around aws-lc-rs, and jsonwebtoken is kept
 //! for verification.
 
+use std::sync::Arc;
+
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::Cause;
 use crate::crypto::b64url;
 
 /// Signing algorithm of the issuer.
@@ -64,8 +67,14 @@ impl std::str::FromStr for SigningAlg {
 #[non_exhaustive]
 pub enum KeyError {
     /// Key generation failed.
-    #[error("cannot generate a {0} key")]
-    Generate(&'static str),
+    #[error("cannot generate a {alg} key")]
+    Generate {
+        /// The algorithm of the key.
+        alg: &'static str,
+        /// The crypto library's error.
+        #[source]
+        source: Cause,
+    },
     /// A stored key could not be parsed.
     #[error("stored key {kid} ({alg}) is unusable: {message}")]
     Parse {
@@ -75,13 +84,21 @@ pub enum KeyError {
         alg: String,
         /// Why.
         message: String,
+        /// The crypto library's rejection, when it gave one.
+        #[source]
+        source: Option<Cause>,
     },
     /// Signing failed.
     #[error("signing failed")]
-    Sign,
+    Sign(#[source] Cause),
     /// No key is active for signing.
     #[error("no active signing key")]
     NoActiveKey,
+}
+
+/// A [`KeyError::Sign`] caused by `e`.
+fn sign_err(e: impl std::error::Error + Send + Sync + 'static) -> KeyError {
+    KeyError::Sign(Arc::new(e))
 }
 
 enum Signer {
@@ -112,21 +129,24 @@ impl std::fmt::Debug for SigningKey {
 impl SigningKey {
     /// Generates a fresh key: RSA-2048, P-256 or Ed25519.
     pub fn generate(alg: SigningAlg) -> Result<SigningKey, KeyError> {
-        let fail = || KeyError::Generate(alg.as_str());
+        let fail = |e: aws_lc_rs::error::Unspecified| KeyError::Generate {
+            alg: alg.as_str(),
+            source: Arc::new(e),
+        };
         let pkcs8 = match alg {
             SigningAlg::RS256 => {
                 let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                    .map_err(|_| fail())?;
-                kp.as_der().map_err(|_| fail())?.as_ref().to_vec()
+                    .map_err(fail)?;
+                kp.as_der().map_err(fail)?.as_ref().to_vec()
             }
             SigningAlg::ES256 => {
                 let kp = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                    .map_err(|_| fail())?;
-                kp.to_pkcs8v1().map_err(|_| fail())?.as_ref().to_vec()
+                    .map_err(fail)?;
+                kp.to_pkcs8v1().map_err(fail)?.as_ref().to_vec()
             }
             SigningAlg::EdDSA => {
-                let kp = Ed25519KeyPair::generate().map_err(|_| fail())?;
-                kp.to_pkcs8v1().map_err(|_| fail())?.as_ref().to_vec()
+                let kp = Ed25519KeyPair::generate().map_err(fail)?;
+                kp.to_pkcs8v1().map_err(fail)?.as_ref().to_vec()
             }
         };
         Self::from_pkcs8(alg, &pkcs8)
@@ -134,15 +154,15 @@ impl SigningKey {
 
     /// Parses a PKCS#8 DER private key; the `kid` is the RFC 7638 JWK thumbprint.
     pub fn from_pkcs8(alg: SigningAlg, pkcs8: &[u8]) -> Result<SigningKey, KeyError> {
-        let parse_err = |m: String| KeyError::Parse {
+        let parse_err = |e: aws_lc_rs::error::KeyRejected| KeyError::Parse {
             kid: "?".into(),
             alg: alg.as_str().into(),
-            message: m,
+            message: e.to_string(),
+            source: Some(Arc::new(e)),
         };
         let (signer, mut jwk, thumb_input) = match alg {
             SigningAlg::RS256 => {
-                let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8)
-                    .map_err(|e| parse_err(e.to_string()))?;
+                let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(pkcs8).map_err(parse_err)?;
                 let pk = kp.public_key();
                 let n = b64url(pk.modulus().big_endian_without_leading_zero());
                 let e = b64url(pk.exponent().big_endian_without_leading_zero());
@@ -156,14 +176,21 @@ impl SigningKey {
             SigningAlg::ES256 => {
                 let kp =
                     EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
-                        .map_err(|e| parse_err(e.to_string()))?;
+                        .map_err(parse_err)?;
                 let point = kp.public_key().as_ref();
                 // Uncompressed SEC1 point: 0x04 || x || y.
                 let (x, y) = match point {
                     [4, rest @ ..] if rest.len() == 64 => {
                         (b64url(&rest[..32]), b64url(&rest[32..]))
                     }
-                    _ => return Err(parse_err("unexpected EC public key encoding".into())),
+                    _ => {
+                        return Err(KeyError::Parse {
+                            kid: "?".into(),
+                            alg: alg.as_str().into(),
+                            message: "unexpected EC public key encoding".into(),
+                            source: None,
+                        })
+                    }
                 };
                 let thumb = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
                 (
@@ -173,7 +200,7 @@ impl SigningKey {
                 )
             }
             SigningAlg::EdDSA => {
-                let kp = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| parse_err(e.to_string()))?;
+                let kp = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(parse_err)?;
                 let x = b64url(kp.public_key().as_ref());
                 let thumb = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
                 (
@@ -221,8 +248,8 @@ impl SigningKey {
     /// Signs `claims` as a compact JWS with header `{"alg","typ","kid"}`.
     pub fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, KeyError> {
         let header = json!({"alg": self.alg.as_str(), "typ": typ, "kid": self.kid});
-        let header = serde_json::to_vec(&header).map_err(|_| KeyError::Sign)?;
-        let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Sign)?;
+        let header = serde_json::to_vec(&header).map_err(sign_err)?;
+        let payload = serde_json::to_vec(claims).map_err(sign_err)?;
         let mut jws = String::with_capacity(64 + payload.len() * 4 / 3 + 400);
         jws.push_str(&b64url(&header));
         jws.push('.');
@@ -243,13 +270,13 @@ impl SigningKey {
                     msg,
                     &mut sig,
                 )
-                .map_err(|_| KeyError::Sign)?;
+                .map_err(sign_err)?;
                 Ok(sig)
             }
             Signer::Ec(kp) => kp
                 .sign(&SystemRandom::new(), msg)
                 .map(|s| s.as_ref().to_vec())
-                .map_err(|_| KeyError::Sign),
+                .map_err(sign_err),
             Signer::Ed(kp) => Ok(kp.sign(msg).as_ref().to_vec()),
         }
     }

@@ -6,25 +6,28 @@
 mod builder;
 pub mod keys;
 pub mod oauth;
-mod protocol;
 mod request;
 pub mod rotation;
 pub mod verify;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{json, Map, Value};
 
 use crate::model::Context;
+use crate::rules::{HotRules, LoadedRules, WatchError};
 use crate::rules::{LoadError, Outcome, RuleError, RuleSet};
-use crate::watch::{HotRules, LoadedRules, WatchError};
 pub use builder::{BuildError, IssuerBuilder};
 pub use keys::{KeyError, KeyRing, SigningAlg, SigningKey};
 pub use oauth::{Endpoint, OAuthError};
-pub use protocol::Protocol;
+// Kept at their old paths while the server and the hooks move to `crate::model`.
+pub use crate::model::{unix_now, Protocol};
 pub use request::{TokenRequest, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_ID_TOKEN_LIFETIME};
+
+/// The error behind an issuer error (the crypto library's, a JSON or JWT parser's), shared so
+/// that errors holding one stay `Clone`.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Errors of the issuer.
 #[derive(Debug, thiserror::Error)]
@@ -135,14 +138,6 @@ impl std::fmt::Debug for Issuer {
             .field("issuer", &self.inner.issuer)
             .finish_non_exhaustive()
     }
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Issuer {

@@ -20,7 +20,7 @@
 //! let denied = RuleError::Denied { rule: "gate".into(), message: "verify your email".into() };
 //! assert_eq!(denied.denial_message(), Some("verify your email"));
 //! let answer = denied.oauth_error(Endpoint::Token);
-//! assert_eq!((answer.status, answer.error), (400, "invalid_grant"));
+//! assert_eq!((answer.status, answer.error.as_str()), (400, "invalid_grant"));
 //! assert_eq!(answer.to_json()["error_description"], "verify your email");
 //! assert_eq!(denied.oauth_error(Endpoint::Authorize).error, "access_denied");
 //! ```
@@ -28,6 +28,7 @@
 use serde_json::{json, Value};
 
 use super::IssueError;
+use crate::oauth::ErrorCode;
 use crate::rules::RuleError;
 
 /// Where the failed request came in, which decides the `error` code of a denial.
@@ -50,7 +51,7 @@ pub struct OAuthError {
     /// redirect; this is the status to use where no redirect is possible).
     pub status: u16,
     /// `error`.
-    pub error: &'static str,
+    pub error: ErrorCode,
     /// `error_description`: the rule's message for a denial, else a generic text.
     pub description: String,
 }
@@ -58,13 +59,13 @@ pub struct OAuthError {
 impl OAuthError {
     /// The RFC 6749 §5.2 JSON body: `{"error": …, "error_description": …}`.
     pub fn to_json(&self) -> Value {
-        json!({"error": self.error, "error_description": self.description})
+        json!({"error": self.error.as_str(), "error_description": self.description})
     }
 
     fn server_error(endpoint: Endpoint) -> OAuthError {
         OAuthError {
             status: 500,
-            error: "server_error",
+            error: ErrorCode::ServerError,
             description: match endpoint {
                 Endpoint::Authorize => "the login could not be completed",
                 Endpoint::Token => "the server could not complete the request",
@@ -89,12 +90,12 @@ impl RuleError {
         match (self.denial_message(), endpoint) {
             (Some(message), Endpoint::Authorize) => OAuthError {
                 status: 403,
-                error: "access_denied",
+                error: ErrorCode::AccessDenied,
                 description: message.to_owned(),
             },
             (Some(message), Endpoint::Token) => OAuthError {
                 status: 400,
-                error: "invalid_grant",
+                error: ErrorCode::InvalidGrant,
                 description: message.to_owned(),
             },
             (None, _) => OAuthError::server_error(endpoint),
@@ -135,7 +136,10 @@ mod tests {
         assert_eq!(timeout.denial_message(), None);
         for endpoint in [Endpoint::Authorize, Endpoint::Token] {
             let answer = timeout.oauth_error(endpoint);
-            assert_eq!((answer.status, answer.error), (500, "server_error"));
+            assert_eq!(
+                (answer.status, answer.error.as_str()),
+                (500, "server_error")
+            );
             assert!(!answer.description.contains("slow"), "{answer}");
         }
         let signing = IssueError::Key(super::super::KeyError::NoActiveKey);

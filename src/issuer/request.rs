@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{unix_now, Protocol};
+use crate::model::{unix_now, Protocol};
 
 /// The default access token lifetime: 24 hours.
 pub const DEFAULT_ACCESS_TOKEN_LIFETIME: u64 = 86_400;

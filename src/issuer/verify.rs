@@ -17,18 +17,20 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::SigningAlg;
+use super::{Cause, SigningAlg};
 
 /// Why a token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The variants that wrap a parser's error keep it as their [`source`](std::error::Error::source).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// The JWKS document is not valid.
+    /// The JWKS document, or the key the token names, is not valid.
     #[error("invalid JWKS: {0}")]
-    Jwks(String),
+    Jwks(#[source] Cause),
     /// The token is not a well-formed JWT.
     #[error("malformed token: {0}")]
-    Malformed(String),
+    Malformed(#[source] Cause),
     /// The token's `alg` is not allowed.
     #[error("algorithm {0} is not allowed")]
     Algorithm(String),
@@ -37,7 +39,7 @@ pub enum VerifyError {
     UnknownKey(String),
     /// Signature, issuer, audience or time checks failed.
     #[error("invalid token: {0}")]
-    Invalid(String),
+    Invalid(#[source] Cause),
     /// A required scope is missing.
     #[error("missing scope {0:?}")]
     MissingScope(String),
@@ -104,7 +106,7 @@ impl VerifyOptions {
 #[derive(Clone)]
 pub struct Jwks {
     document: Value,
-    keys: Arc<Vec<(String, Result<DecodingKey, String>)>>,
+    keys: Arc<Vec<(String, Result<DecodingKey, Cause>)>>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -117,14 +119,17 @@ impl std::fmt::Debug for Jwks {
 impl Jwks {
     /// Parses a JWKS document.
     pub fn from_value(document: &Value) -> Result<Jwks, VerifyError> {
-        let set: JwkSet = serde_json::from_value(document.clone())
-            .map_err(|e| VerifyError::Jwks(e.to_string()))?;
+        let set: JwkSet =
+            serde_json::from_value(document.clone()).map_err(|e| VerifyError::Jwks(Arc::new(e)))?;
         let keys = set
             .keys
             .iter()
             .filter_map(|jwk| {
                 let kid = jwk.common.key_id.clone()?;
-                Some((kid, DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())))
+                Some((
+                    kid,
+                    DecodingKey::from_jwk(jwk).map_err(|e| -> Cause { Arc::new(e) }),
+                ))
             })
             .collect();
         Ok(Jwks {
@@ -157,7 +162,7 @@ impl std::str::FromStr for Jwks {
     /// Parses the JSON text of a JWKS document.
     fn from_str(text: &str) -> Result<Jwks, VerifyError> {
         let document: Value =
-            serde_json::from_str(text).map_err(|e| VerifyError::Jwks(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| VerifyError::Jwks(Arc::new(e)))?;
         Jwks::from_value(&document)
     }
 }
@@ -214,7 +219,7 @@ pub fn verify(
     opts: &VerifyOptions,
 ) -> Result<Map<String, Value>, VerifyError> {
     let set = jwks.jwks()?;
-    let header = decode_header(token).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    let header = decode_header(token).map_err(|e| VerifyError::Malformed(Arc::new(e)))?;
     // HMAC is refused even if listed: a public JWKS key must never act as a shared secret.
     if allowed(header.alg, opts).is_none() {
         return Err(VerifyError::Algorithm(format!("{:?}", header.alg)));
@@ -228,7 +233,7 @@ pub fn verify(
     validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data = decode::<Map<String, Value>>(token, key, &validation)
-        .map_err(|e| VerifyError::Invalid(e.to_string()))?;
+        .map_err(|e| VerifyError::Invalid(Arc::new(e)))?;
     let claims = data.claims;
     let granted: Vec<&str> = claims
         .get("scope")

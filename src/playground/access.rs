@@ -7,7 +7,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 /// The request header the page sends the token in.
 pub const TOKEN_HEADER: &str = "x-playground-token";
@@ -43,7 +42,7 @@ impl AccessToken {
 
     /// Constant-time comparison with a presented token.
     pub fn matches(&self, presented: &str) -> bool {
-        bool::from(self.0.as_bytes().ct_eq(presented.as_bytes()))
+        crate::crypto::secret_eq(self.0.as_bytes(), presented.as_bytes())
     }
 }
 

@@ -5,7 +5,7 @@
 //!   ([`arm`] / [`late`]); the engine's progress hook reads that flag on every operation, so a
 //!   rule is stopped at the first operation after its deadline (reading the clock on every
 //!   operation would cost more than the operations), and native helpers that can take long read
-//!   it too (`engine::check_budget`).
+//!   it too (`engine::state::check_budget`).
 //! - **Memory.** [`RunAllocator`], the binary's global allocator, counts the bytes a run's
 //!   thread allocates and frees while the run is active ([`start_memory`]); past the run's
 //!   budget the flag of [`over_memory`] is set and the engine stops the run at its next

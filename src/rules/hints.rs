@@ -1,7 +1,7 @@
 //! What a rule author coming from JavaScript (Auth0 rules) most likely meant: the Rhai name of
 //! a JavaScript method, and a hint for parse and run-time errors that JavaScript-looking input
 //! causes ("rules are Rhai, not JavaScript: …"). Used by the compiler's messages
-//! ([`super::compile_one`]), the run-time errors and the static checks ([`super::lint`]).
+//! ([`super::compile::compile_one`]), the run-time errors and the static checks ([`super::lint`]).
 
 use std::sync::OnceLock;
 

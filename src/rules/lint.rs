@@ -84,7 +84,7 @@ pub fn lint(contents: &FolderContents, options: &RuleSetOptions) -> Vec<Finding>
         .map(String::as_str)
         .collect();
     ignored.extend(contents.ignore_platform_fields.iter().map(String::as_str));
-    let (rules, _) = super::compile_all(&engine, contents);
+    let (rules, _) = super::compile::compile_all(&engine, contents);
     let mut findings = Vec::new();
     for rule in rules.iter().filter(|r| r.enabled) {
         let mut found = lint_rule(rule, &known, &lib, &ignored);

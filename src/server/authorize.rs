@@ -16,7 +16,7 @@ use super::errors::{with_params, AuthorizeError};
 use super::throttle::{AccountKey, Refused};
 use super::{client_ip, cookie, pages, rule_request, set_cookie, Shared};
 use crate::config::{ClientConfig, UserConfig};
-use crate::crypto::{random_token, secrets_equal, sha256_hex, valid_pkce_challenge};
+use crate::crypto::{random_token, secret_eq, sha256_hex, valid_pkce_challenge};
 use crate::issuer::{unix_now, Endpoint, Protocol, TokenRequest};
 use crate::store::Grant;
 
@@ -326,7 +326,7 @@ fn csrf_token(state: &Shared, headers: &HeaderMap) -> (String, Option<String>) {
 
 fn csrf_ok(headers: &HeaderMap, submitted: &str) -> bool {
     cookie(headers, CSRF_COOKIE)
-        .is_some_and(|c| !submitted.is_empty() && secrets_equal(&c, submitted))
+        .is_some_and(|c| !submitted.is_empty() && secret_eq(c.as_bytes(), submitted.as_bytes()))
 }
 
 fn with_cookie(mut res: Response, set: Option<String>) -> Response {
@@ -537,7 +537,7 @@ async fn finish(
             }
             // access_denied with the rule's message, or server_error (crate::issuer::oauth).
             let answer = e.oauth_error(Endpoint::Authorize);
-            return req.error(state, answer.error, &answer.description);
+            return req.error(state, answer.error.as_str(), &answer.description);
         }
         Err(e) => {
             tracing::error!(error = %e, "rule task failed");

@@ -76,7 +76,7 @@ impl TokenError {
 impl From<crate::issuer::OAuthError> for TokenError {
     /// The token endpoint's answer to a failed issuance ([`crate::issuer::oauth`]).
     fn from(e: crate::issuer::OAuthError) -> TokenError {
-        TokenError::new(e.error, e.description)
+        TokenError::new(e.error.as_str(), e.description)
     }
 }
 

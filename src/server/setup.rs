@@ -14,7 +14,7 @@ use crate::config::{embedded_default, Config, ConfigError, DemoCredentials};
 use crate::issuer::{unix_now, Issuer};
 use crate::rules::{LoadError, RuleSetOptions, SandboxLimits};
 use crate::store::{Store, StoreError};
-use crate::watch::{HotRules, WatchError};
+use crate::rules::{HotRules, WatchError};
 
 use super::keys::{load_keys, KeysError};
 use super::{hooks, keys, telemetry, AppState, ServerError};

@@ -215,7 +215,7 @@ async fn metrics_text(State(st): State<OpsState>, headers: HeaderMap) -> Respons
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     match given {
-        Some(token) if super::hooks::secret_eq(token.as_bytes(), expected.as_bytes()) => {
+        Some(token) if crate::crypto::secret_eq(token.as_bytes(), expected.as_bytes()) => {
             exposition()
         }
         _ => (

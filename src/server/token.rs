@@ -15,9 +15,7 @@ use serde_json::{json, Map, Value};
 use super::errors::TokenError;
 use super::{rule_request, Shared};
 use crate::config::ClientConfig;
-use crate::crypto::{
-    pkce_s256_matches, random_token, secrets_equal, sha256_hex, valid_pkce_verifier,
-};
+use crate::crypto::{pkce_s256_matches, random_token, secret_eq, sha256_hex, valid_pkce_verifier};
 use crate::issuer::{unix_now, Endpoint, IssueError, Issued, Protocol, RuleClaims, TokenRequest};
 use crate::store::{CodeRedemption, Grant, Rotation, StoreError};
 
@@ -228,7 +226,9 @@ fn authenticate<'a>(
         .client(&client_id)
         .ok_or_else(|| err("client authentication failed"))?;
     match (&client.client_secret, secret) {
-        (Some(expected), Some(given)) if secrets_equal(expected, &given) => Ok(client),
+        (Some(expected), Some(given)) if secret_eq(expected.as_bytes(), given.as_bytes()) => {
+            Ok(client)
+        }
         (None, None) => Ok(client),
         _ => Err(err("client authentication failed")),
     }

@@ -5,28 +5,61 @@
 //! exactly one of N concurrent callers sees its row. Each write that touches several rows runs in
 //! one transaction. Migrations and first-key generation are serialized across instances with
 //! transaction-scoped advisory locks, keyed by the schema so that separate schemas (one per
-//! tenant or test run) do not wait on each other.
+//! tenant or test run) do not wait on each other. The statements both dialects share are in
+//! [`super::sql`]; the ones here need PostgreSQL (row locks, data-modifying `WITH`).
 
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgExecutor, PgPool, PgPoolOptions};
+use sqlx::query::Query;
+use sqlx::{Postgres, Transaction};
 
-use super::{
-    decode_grant, encode_grant, encode_scopes, scopes_cover, CodeRedemption, Grant,
-    MetadataUpdates, Rotation, Session, StoreError, StoredKey,
-};
-
-/// Embedded migrations, in order; the version is the index + 1.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/postgres/0001_init.sql"),
-    include_str!("../../migrations/postgres/0002_user_metadata.sql"),
-];
+use super::codec::{decode_grant, encode_grant, encode_scopes, scopes_cover};
+use super::codec::{decode_metadata, merged_metadata, KeyColumns, SessionColumns};
+use super::{redact_url, sql, CodeRedemption, Grant, MetadataUpdates, Rotation, Session};
+use super::{StoreError, StoredKey};
 
 /// Connections per instance.
 const MAX_CONNECTIONS: u32 = 16;
+
+/// Serializes callers across instances for one purpose (`$1`) within the current schema, until
+/// the transaction ends.
+const ADVISORY_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtext(current_schema() || '/' || $1))";
+
+/// A code's state after a failed redemption (`$1` hash): `redeemed_at`, `family`; the row stays
+/// locked until the transaction ends.
+const CODE_STATE_FOR_UPDATE: &str =
+    "SELECT redeemed_at, family FROM codes WHERE code_hash = $1 FOR UPDATE";
+
+/// [`sql::USER_METADATA`], locking the row until the transaction ends.
+const USER_METADATA_FOR_UPDATE: &str =
+    "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = $1 FOR UPDATE";
+
+/// Makes sure user `$1` has a metadata row to lock.
+const ENSURE_USER_METADATA: &str =
+    "INSERT INTO user_metadata (user_id) VALUES ($1) ON CONFLICT DO NOTHING";
+
+/// Rotates refresh token `$2` at `$1` in one statement, hence one atomic transaction and one
+/// round trip: marks it used if valid, inserts its successor `$3` (expiring at `$4`) in the same
+/// family, returns the family and its grant. If the insert fails (duplicate new hash), the mark
+/// is undone with it.
+const ROTATE: &str = "WITH old AS ( \
+         UPDATE refresh_tokens t SET used_at = $1 \
+         FROM refresh_families f \
+         WHERE t.token_hash = $2 AND t.used_at IS NULL \
+           AND (t.expires_at IS NULL OR t.expires_at > $1) \
+           AND f.family = t.family AND NOT f.revoked \
+         RETURNING t.family, f.grant_json), \
+     new AS ( \
+         INSERT INTO refresh_tokens (token_hash, family, expires_at) \
+         SELECT $3, family, $4 FROM old) \
+     SELECT family, grant_json FROM old";
+
+/// A statement with its parameters bound.
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
 /// PostgreSQL store: a connection pool.
 #[derive(Clone)]
@@ -34,6 +67,7 @@ pub(crate) struct PgStore {
     pool: PgPool,
 }
 
+/// Maps a sqlx-postgres error (see [`StoreError::from_sqlx`]).
 fn db(e: sqlx::Error) -> StoreError {
     StoreError::from_sqlx(e, transient)
 }
@@ -44,46 +78,34 @@ fn transient(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("57P") || code == "53300"
 }
 
+/// Runs `query` on the pool or in a transaction; returns the number of rows it changed.
+async fn exec<'c>(on: impl PgExecutor<'c>, query: PgQuery<'_>) -> Result<u64, StoreError> {
+    Ok(query.execute(on).await.map_err(db)?.rows_affected())
+}
+
 /// Takes an advisory lock for this transaction, named by `purpose` within the current schema.
 async fn advisory_lock(
     tx: &mut Transaction<'_, Postgres>,
     purpose: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '/' || $1))")
-        .bind(purpose)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
-    Ok(())
-}
-
-/// Marks a family revoked (no-op when unknown).
-async fn revoke(tx: &mut Transaction<'_, Postgres>, family: &str) -> Result<(), StoreError> {
-    sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1 AND NOT revoked")
-        .bind(family)
-        .execute(&mut **tx)
-        .await
-        .map_err(db)?;
+    exec(&mut **tx, sqlx::query(ADVISORY_LOCK).bind(purpose)).await?;
     Ok(())
 }
 
 impl PgStore {
     /// Connects to `postgres://…` and migrates the schema (the first schema of `search_path`).
     pub(crate) async fn open(url: &str) -> Result<PgStore, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::InvalidUrl(format!("{}: {e}", redact(url))))?;
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            message: format!("{}: {e}", redact_url(url)),
+            source: Some(Arc::new(e)),
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|e| match db(e) {
-                StoreError::Unavailable(m) => {
-                    StoreError::Unavailable(format!("cannot connect to {}: {m}", redact(url)))
-                }
-                other => other,
-            })?;
+            .map_err(|e| db(e).in_context(format_args!("cannot connect to {}", redact_url(url))))?;
         let store = PgStore { pool };
         store.migrate().await?;
         Ok(store)
@@ -96,26 +118,7 @@ impl PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         advisory_lock(&mut tx, "claimrules_migrations").await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS claimrules_schema (version BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let current: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM claimrules_schema")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        for (version, sql) in super::pending_migrations(current, MIGRATIONS)? {
-            let failed = |e: sqlx::Error| StoreError::Migration {
-                version,
-                message: e.to_string(),
-            };
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(failed)?;
-            sqlx::query("INSERT INTO claimrules_schema (version) VALUES ($1)")
-                .bind(version)
-                .execute(&mut *tx)
-                .await
-                .map_err(failed)?;
-        }
+        super::migrate::run::<Postgres>(&mut tx, &super::migrate::POSTGRES, db).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -125,13 +128,11 @@ impl PgStore {
         grant: &Grant,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO codes (code_hash, grant_json, expires_at) VALUES ($1, $2, $3)")
+        let query = sqlx::query(sql::PUT_CODE)
             .bind(code_hash)
             .bind(encode_grant(grant)?)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+            .bind(expires_at);
+        exec(&self.pool, query).await?;
         Ok(())
     }
 
@@ -140,42 +141,30 @@ impl PgStore {
         code_hash: &str,
         now: i64,
     ) -> Result<CodeRedemption, StoreError> {
-        let redeemed: Option<String> = sqlx::query_scalar(
-            "UPDATE codes SET redeemed_at = $1 \
-             WHERE code_hash = $2 AND redeemed_at IS NULL AND expires_at > $1 \
-             RETURNING grant_json",
-        )
-        .bind(now)
-        .bind(code_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let redeemed: Option<String> = sqlx::query_scalar(sql::REDEEM_CODE)
+            .bind(now)
+            .bind(code_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         if let Some(json) = redeemed {
             return Ok(CodeRedemption::Redeemed(decode_grant(&json)?));
         }
         let mut tx = self.begin().await?;
-        let row =
-            sqlx::query("SELECT redeemed_at, family FROM codes WHERE code_hash = $1 FOR UPDATE")
-                .bind(code_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-        let Some(row) = row else {
+        let state: Option<(Option<i64>, Option<String>)> = sqlx::query_as(CODE_STATE_FOR_UPDATE)
+            .bind(code_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        let Some((redeemed_at, family)) = state else {
             return Ok(CodeRedemption::Unknown);
         };
-        let redeemed_at: Option<i64> = row.try_get(0).map_err(db)?;
         if redeemed_at.is_none() {
             return Ok(CodeRedemption::Expired);
         }
-        let family: Option<String> = row.try_get(1).map_err(db)?;
-        // Remember the replay so a family linked later is revoked too.
-        sqlx::query("UPDATE codes SET replayed = TRUE WHERE code_hash = $1")
-            .bind(code_hash)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+        exec(&mut *tx, sqlx::query(sql::MARK_REPLAYED).bind(code_hash)).await?;
         if let Some(family) = &family {
-            revoke(&mut tx, family).await?;
+            exec(&mut *tx, sqlx::query(sql::REVOKE_FAMILY).bind(family)).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(CodeRedemption::Replayed { family })
@@ -187,16 +176,14 @@ impl PgStore {
         family: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        let replayed: Option<bool> = sqlx::query_scalar(
-            "UPDATE codes SET family = $1 WHERE code_hash = $2 RETURNING replayed",
-        )
-        .bind(family)
-        .bind(code_hash)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
+        let replayed: Option<bool> = sqlx::query_scalar(sql::LINK_FAMILY)
+            .bind(family)
+            .bind(code_hash)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
         if replayed == Some(true) {
-            revoke(&mut tx, family).await?;
+            exec(&mut *tx, sqlx::query(sql::REVOKE_FAMILY).bind(family)).await?;
         }
         tx.commit().await.map_err(db)
     }
@@ -210,24 +197,16 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let grant = encode_grant(grant)?;
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO refresh_families (family, grant_json) VALUES ($1, $2) \
-             ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json",
+        exec(
+            &mut *tx,
+            sqlx::query(sql::PUT_FAMILY).bind(family).bind(grant),
         )
-        .bind(family)
-        .bind(grant)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES ($1, $2, $3)",
-        )
-        .bind(token_hash)
-        .bind(family)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        .await?;
+        let token = sqlx::query(sql::PUT_REFRESH)
+            .bind(token_hash)
+            .bind(family)
+            .bind(expires_at);
+        exec(&mut *tx, token).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -238,32 +217,15 @@ impl PgStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation, StoreError> {
-        // The common case is one statement, hence one atomic transaction and one round trip:
-        // mark a valid token used, insert its successor in the same family, read the grant. If
-        // the insert fails (duplicate new hash), the mark is undone with it.
-        let rotated = sqlx::query(
-            "WITH old AS ( \
-                 UPDATE refresh_tokens t SET used_at = $1 \
-                 FROM refresh_families f \
-                 WHERE t.token_hash = $2 AND t.used_at IS NULL \
-                   AND (t.expires_at IS NULL OR t.expires_at > $1) \
-                   AND f.family = t.family AND NOT f.revoked \
-                 RETURNING t.family, f.grant_json), \
-             new AS ( \
-                 INSERT INTO refresh_tokens (token_hash, family, expires_at) \
-                 SELECT $3, family, $4 FROM old) \
-             SELECT family, grant_json FROM old",
-        )
-        .bind(now)
-        .bind(old_hash)
-        .bind(new_hash)
-        .bind(new_expires_at)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        if let Some(row) = rotated {
-            let family: String = row.try_get(0).map_err(db)?;
-            let json: String = row.try_get(1).map_err(db)?;
+        let rotated: Option<(String, String)> = sqlx::query_as(ROTATE)
+            .bind(now)
+            .bind(old_hash)
+            .bind(new_hash)
+            .bind(new_expires_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        if let Some((family, json)) = rotated {
             return Ok(Rotation::Rotated {
                 grant: decode_grant(&json)?,
                 family,
@@ -271,21 +233,14 @@ impl PgStore {
         }
         // Not rotated: a token's state only moves forward (used, revoked, expired), so reading it
         // after the failed update classifies it correctly.
-        let row = sqlx::query(
-            "SELECT t.family, t.used_at, f.revoked \
-             FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
-             WHERE t.token_hash = $1",
-        )
-        .bind(old_hash)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        let Some(row) = row else {
+        let state: Option<(String, Option<i64>, bool)> = sqlx::query_as(sql::REFRESH_STATE)
+            .bind(old_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        let Some((family, used_at, revoked)) = state else {
             return Ok(Rotation::Unknown);
         };
-        let family: String = row.try_get(0).map_err(db)?;
-        let used_at: Option<i64> = row.try_get(1).map_err(db)?;
-        let revoked: bool = row.try_get(2).map_err(db)?;
         if revoked {
             return Ok(Rotation::Revoked);
         }
@@ -297,11 +252,7 @@ impl PgStore {
     }
 
     pub(crate) async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_families SET revoked = TRUE WHERE family = $1 AND NOT revoked")
-            .bind(family)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        exec(&self.pool, sqlx::query(sql::REVOKE_FAMILY).bind(family)).await?;
         Ok(())
     }
 
@@ -310,17 +261,12 @@ impl PgStore {
         token_hash: &str,
         now: i64,
     ) -> Result<Option<Grant>, StoreError> {
-        let json: Option<String> = sqlx::query_scalar(
-            "SELECT f.grant_json FROM refresh_tokens t \
-             JOIN refresh_families f ON f.family = t.family \
-             WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
-               AND (t.expires_at IS NULL OR t.expires_at > $2)",
-        )
-        .bind(token_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let json: Option<String> = sqlx::query_scalar(sql::REFRESH_GRANT)
+            .bind(token_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         json.as_deref().map(decode_grant).transpose()
     }
 
@@ -331,16 +277,13 @@ impl PgStore {
         audience: &str,
         scopes: &[String],
     ) -> Result<bool, StoreError> {
-        let stored: Option<String> = sqlx::query_scalar(
-            "SELECT scopes_json FROM consents \
-             WHERE user_id = $1 AND client_id = $2 AND audience = $3",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .bind(audience)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
+        let stored: Option<String> = sqlx::query_scalar(sql::CONSENT)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(audience)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
         match stored {
             Some(json) => scopes_cover(&json, scopes),
             None => Ok(false),
@@ -354,19 +297,12 @@ impl PgStore {
         audience: &str,
         scopes: &[String],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO consents (user_id, client_id, audience, scopes_json) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (user_id, client_id, audience) \
-             DO UPDATE SET scopes_json = excluded.scopes_json",
-        )
-        .bind(user_id)
-        .bind(client_id)
-        .bind(audience)
-        .bind(encode_scopes(scopes)?)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let query = sqlx::query(sql::SAVE_CONSENT)
+            .bind(user_id)
+            .bind(client_id)
+            .bind(audience)
+            .bind(encode_scopes(scopes)?);
+        exec(&self.pool, query).await?;
         Ok(())
     }
 
@@ -377,17 +313,12 @@ impl PgStore {
         auth_time: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO sessions (session_hash, user_id, auth_time, expires_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(session_hash)
-        .bind(user_id)
-        .bind(auth_time)
-        .bind(expires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let query = sqlx::query(sql::CREATE_SESSION)
+            .bind(session_hash)
+            .bind(user_id)
+            .bind(auth_time)
+            .bind(expires_at);
+        exec(&self.pool, query).await?;
         Ok(())
     }
 
@@ -396,58 +327,42 @@ impl PgStore {
         session_hash: &str,
         now: i64,
     ) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(
-            "SELECT user_id, auth_time, expires_at FROM sessions \
-             WHERE session_hash = $1 AND expires_at > $2",
-        )
-        .bind(session_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(|r| {
-            Ok(Session {
-                user_id: r.try_get(0).map_err(db)?,
-                auth_time: r.try_get(1).map_err(db)?,
-                expires_at: r.try_get(2).map_err(db)?,
-            })
-        })
-        .transpose()
+        let row: Option<SessionColumns> = sqlx::query_as(sql::SESSION)
+            .bind(session_hash)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(row.map(Session::from))
     }
 
     pub(crate) async fn delete_session(&self, session_hash: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM sessions WHERE session_hash = $1")
-            .bind(session_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        exec(
+            &self.pool,
+            sqlx::query(sql::DELETE_SESSION).bind(session_hash),
+        )
+        .await?;
         Ok(())
     }
 
     pub(crate) async fn increment_logins(&self, user_id: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar(
-            "INSERT INTO login_counts (user_id, count) VALUES ($1, 1) \
-             ON CONFLICT (user_id) DO UPDATE SET count = login_counts.count + 1 \
-             RETURNING count",
-        )
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db)
+        sqlx::query_scalar(sql::INCREMENT_LOGINS)
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)
     }
 
     pub(crate) async fn user_metadata(
         &self,
         user_id: &str,
     ) -> Result<Option<MetadataUpdates>, StoreError> {
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        row.map(|(a, u)| super::decode_metadata(&a, &u)).transpose()
+        let row: Option<(String, String)> = sqlx::query_as(sql::USER_METADATA)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|(a, u)| decode_metadata(&a, &u)).transpose()
     }
 
     pub(crate) async fn update_user_metadata(
@@ -455,93 +370,57 @@ impl PgStore {
         user_id: &str,
         updates: &MetadataUpdates,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        let mut tx = self.begin().await?;
         // The row lock makes concurrent logins of one user (on any instance) merge in turn.
-        sqlx::query("INSERT INTO user_metadata (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        exec(&mut *tx, sqlx::query(ENSURE_USER_METADATA).bind(user_id)).await?;
+        let row: Option<(String, String)> = sqlx::query_as(USER_METADATA_FOR_UPDATE)
             .bind(user_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(db)?;
-        let row: Option<(String, String)> = sqlx::query_as(
-            "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = $1 FOR UPDATE",
-        )
-        .bind(user_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db)?;
-        let (a, u) = super::merged_metadata(row, updates)?;
-        sqlx::query(
-            "UPDATE user_metadata SET app_metadata = $2, user_metadata = $3 WHERE user_id = $1",
-        )
-        .bind(user_id)
-        .bind(a)
-        .bind(u)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(())
+        let (app, user) = merged_metadata(row, updates)?;
+        let query = sqlx::query(sql::PUT_USER_METADATA)
+            .bind(app)
+            .bind(user)
+            .bind(user_id);
+        exec(&mut *tx, query).await?;
+        tx.commit().await.map_err(db)
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        exec(&self.pool, sqlx::query("SELECT 1")).await?;
         Ok(())
     }
 
     pub(crate) async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, alg, private_pkcs8_der, created_at, activates_at, retires_at \
-             FROM signing_keys ORDER BY created_at, kid",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get(0).map_err(db)?,
-                    alg: r.try_get(1).map_err(db)?,
-                    private_pkcs8_der: r.try_get(2).map_err(db)?,
-                    created_at: r.try_get(3).map_err(db)?,
-                    activates_at: r.try_get(4).map_err(db)?,
-                    retires_at: r.try_get(5).map_err(db)?,
-                })
-            })
-            .collect()
+        let rows: Vec<KeyColumns> = sqlx::query_as(sql::KEYS)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(rows.into_iter().map(StoredKey::from).collect())
     }
 
     pub(crate) async fn put_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO signing_keys \
-             (kid, alg, private_pkcs8_der, created_at, activates_at, retires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_pkcs8_der)
-        .bind(key.created_at)
-        .bind(key.activates_at)
-        .bind(key.retires_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| match db(e) {
-            StoreError::Conflict(_) => StoreError::Conflict(format!("signing key {:?}", key.kid)),
-            other => other,
-        })?;
-        Ok(())
+        let query = sqlx::query(sql::PUT_KEY)
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.private_pkcs8_der)
+            .bind(key.created_at)
+            .bind(key.activates_at)
+            .bind(key.retires_at);
+        match exec(&self.pool, query).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::Conflict { source, .. }) => Err(StoreError::conflict(
+                format!("signing key {:?}", key.kid),
+                source,
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     pub(crate) async fn retire_key(&self, kid: &str, retires_at: i64) -> Result<(), StoreError> {
-        let done = sqlx::query("UPDATE signing_keys SET retires_at = $1 WHERE kid = $2")
-            .bind(retires_at)
-            .bind(kid)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        if done.rows_affected() == 0 {
+        let query = sqlx::query(sql::RETIRE_KEY).bind(retires_at).bind(kid);
+        if exec(&self.pool, query).await? == 0 {
             return Err(StoreError::NotFound(format!("signing key {kid:?}")));
         }
         Ok(())
@@ -574,51 +453,15 @@ impl PgStore {
     pub(crate) async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let mut deleted = 0;
-        for (sql, bind_now) in [
-            ("DELETE FROM sessions WHERE expires_at <= $1", true),
-            (
-                "DELETE FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
-                true,
-            ),
-            (
-                "DELETE FROM refresh_tokens WHERE family IN \
-                 (SELECT family FROM refresh_families WHERE revoked)",
-                false,
-            ),
-            (
-                "DELETE FROM refresh_families f WHERE f.revoked OR NOT EXISTS \
-                 (SELECT 1 FROM refresh_tokens t WHERE t.family = f.family)",
-                false,
-            ),
-            // An expired code goes, unless it was redeemed into a refresh family that still
-            // lives: that row stays as a tombstone, so a replay of the code still revokes the
-            // family (RFC 6749 §4.1.2) for as long as it exists. Its grant (personal data) is
-            // not needed for that and is dropped.
-            (
-                "DELETE FROM codes c WHERE c.expires_at <= $1 AND (c.family IS NULL OR NOT EXISTS \
-                 (SELECT 1 FROM refresh_families f WHERE f.family = c.family AND NOT f.revoked))",
-                true,
-            ),
-        ] {
-            let mut query = sqlx::query(sql);
-            if bind_now {
+        for &(statement, binds_now) in sql::PURGE {
+            let mut query = sqlx::query(statement);
+            if binds_now {
                 query = query.bind(now);
             }
-            deleted += query.execute(&mut *tx).await.map_err(db)?.rows_affected();
+            deleted += exec(&mut *tx, query).await?;
         }
-        sqlx::query(
-            "UPDATE codes SET grant_json = '{}' WHERE expires_at <= $1 AND grant_json <> '{}'",
-        )
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        exec(&mut *tx, sqlx::query(sql::SCRUB_EXPIRED_CODES).bind(now)).await?;
         tx.commit().await.map_err(db)?;
         Ok(deleted)
     }
-}
-
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    super::redact_url(url)
 }

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use sqlx::Connection;
 
 const SCOPE: &str = "openid offline_access read:contacts";
 /// Chains of refresh tokens; more chains than tasks so most are idle (not in flight) at the kill.
@@ -322,15 +321,16 @@ async fn crash_scenario(postgres: Option<String>) {
     // The database passes SQLite's integrity check (WAL recovered by the restart).
     let db = dir.path().join("data").join("claimrules.db");
     assert!(db.exists(), "{}", db.display());
-    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    let rows: Vec<(String,)> = sqlx::query_as("PRAGMA integrity_check")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(rows, vec![("ok".to_string(),)]);
-    conn.close().await.unwrap();
+    assert_eq!(rows, vec!["ok".to_string()]);
+    drop(conn);
     let mut server = server;
     server.child.kill().unwrap();
     server.child.wait().unwrap();

@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use claimrules::hooks::{self, HooksConfig};
 use claimrules::rules::RuleSet;
-use claimrules::watch::HotRules;
+use claimrules::HotRules;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use claimrules::hooks;
 use claimrules::rules::RuleSet;
-use claimrules::watch::{HotRules, RulesStatus};
+use claimrules::rules::{HotRules, RulesStatus};
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 

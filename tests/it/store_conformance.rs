@@ -5,11 +5,10 @@
 //! cannot be reached the PostgreSQL tests fail with a message naming the URL; they never skip.
 
 use std::collections::HashSet;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use claimrules::store::{CodeRedemption, Grant, Rotation, Session, Store, StoreError, StoredKey};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 use tokio::sync::Barrier;
 
 const NOW: i64 = 1_800_000_000;
@@ -91,12 +90,9 @@ impl TestDb {
     async fn execute_raw(&self, sql: &str) {
         match self.engine {
             Engine::Sqlite => {
-                let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&self.url)
-                    .expect("sqlite url")
-                    .connect()
-                    .await
+                let c = rusqlite::Connection::open(self.url.trim_start_matches("sqlite://"))
                     .expect("raw sqlite connection");
-                sqlx::query(sql).execute(&mut c).await.expect("raw sql");
+                c.execute_batch(sql).expect("raw sql");
             }
             Engine::Postgres => {
                 let mut c = sqlx::postgres::PgConnection::connect(&self.url)
@@ -180,7 +176,7 @@ async fn code_single_use(db: &TestDb) {
     );
     assert!(matches!(
         s.put_code("c1", &grant("auth0|b"), NOW + 60).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict { .. })
     ));
 }
 
@@ -340,7 +336,7 @@ async fn refresh_rotation(db: &TestDb) {
     s.put_refresh("keep", "fam3", &g, None).await.unwrap();
     assert!(matches!(
         s.rotate_refresh("keep", "taken", NOW, None).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict { .. })
     ));
     assert_eq!(s.refresh_grant("keep", NOW).await.unwrap(), Some(g));
 }
@@ -500,7 +496,7 @@ async fn sessions_expiry(db: &TestDb) {
     assert_eq!(s.session("h2", NOW).await.unwrap(), None);
     assert!(matches!(
         s.create_session("h1", "auth0|b", NOW, NOW + 100).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict { .. })
     ));
     s.delete_session("h1").await.unwrap();
     assert_eq!(s.session("h1", NOW).await.unwrap(), None);
@@ -537,7 +533,7 @@ async fn keys_put_list_retire(db: &TestDb) {
     );
     assert!(matches!(
         s.put_key(&key("k1", NOW + 99)).await,
-        Err(StoreError::Conflict(_))
+        Err(StoreError::Conflict { .. })
     ));
     s.retire_key("k1", NOW + 500).await.unwrap();
     let keys = s.keys().await.unwrap();
@@ -715,6 +711,29 @@ async fn restart_persistence(db: &TestDb) {
     assert_eq!(again.keys().await.unwrap().len(), 1);
 }
 
+/// A database an earlier claimrules left at schema version 1 (before `user_metadata`) opens:
+/// the missing migration runs once, recorded in the same `claimrules_schema` table, and the
+/// data stays.
+async fn schema_v1_database_upgrades(db: &TestDb) {
+    db.store.put_key(&key("k1", NOW)).await.unwrap();
+    db.store.increment_logins("u").await.unwrap();
+    db.execute_raw("DROP TABLE user_metadata").await;
+    db.execute_raw("DELETE FROM claimrules_schema WHERE version = 2")
+        .await;
+    let s = db.reopen().await.expect("open a version 1 database");
+    assert_eq!(s.keys().await.unwrap(), vec![key("k1", NOW)]);
+    assert_eq!(s.increment_logins("u").await.unwrap(), 2);
+    let mut app = serde_json::Map::new();
+    app.insert("plan".into(), serde_json::json!("gold"));
+    let updates = claimrules::store::MetadataUpdates {
+        app_metadata: Some(app),
+        user_metadata: None,
+    };
+    s.update_user_metadata("u", &updates).await.unwrap();
+    let again = db.reopen().await.expect("reopen the upgraded database");
+    assert_eq!(again.user_metadata("u").await.unwrap(), Some(updates));
+}
+
 async fn newer_schema_refused(db: &TestDb) {
     db.execute_raw("INSERT INTO claimrules_schema (version) VALUES (999)")
         .await;
@@ -782,6 +801,7 @@ conformance!(
     purge_removes_only_expired,
     replay_after_purge_still_revokes_family,
     restart_persistence,
+    schema_v1_database_upgrades,
     newer_schema_refused,
 );
 
@@ -800,14 +820,9 @@ async fn open_in_folder_creates_the_folder_and_database() {
 #[tokio::test]
 async fn sqlite_uses_wal() {
     let db = TestDb::sqlite().await;
-    let mut c = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut c)
-        .await
+    let c = rusqlite::Connection::open(db.url.trim_start_matches("sqlite://")).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
 }
@@ -820,7 +835,7 @@ async fn unsupported_urls_are_refused() {
     ));
     assert!(matches!(
         Store::open("sqlite::memory:").await,
-        Err(StoreError::InvalidUrl(_))
+        Err(StoreError::InvalidUrl { .. })
     ));
 }
 
@@ -828,7 +843,7 @@ async fn unsupported_urls_are_refused() {
 async fn unreachable_postgres_is_unavailable_naming_the_url() {
     // Nothing listens on port 1: the connection is refused at once.
     match Store::open("postgres://postgres:secret@127.0.0.1:1/test").await {
-        Err(e @ StoreError::Unavailable(_)) => {
+        Err(e @ StoreError::Unavailable { .. }) => {
             let message = e.to_string();
             assert!(message.contains("127.0.0.1:1"), "{message}");
             assert!(!message.contains("secret"), "password leaked: {message}");
@@ -863,7 +878,7 @@ async fn postgres_recovers_after_its_connections_are_killed() {
                 count = Some(n);
                 break;
             }
-            Err(StoreError::Unavailable(_)) => {
+            Err(StoreError::Unavailable { .. }) => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await
             }
             Err(e) => panic!("unexpected error after the connections died: {e} ({schema})"),

@@ -144,7 +144,10 @@ fn a_denial_is_an_oauth_error() -> Result {
     let message = "Please verify your email before logging in.";
     assert_eq!(err.denial_message(), Some(message));
     let answer = err.oauth_error(Endpoint::Token);
-    assert_eq!((answer.status, answer.error), (400, "invalid_grant"));
+    assert_eq!(
+        (answer.status, answer.error.as_str()),
+        (400, "invalid_grant")
+    );
     assert_eq!(
         answer.to_json(),
         json!({"error": "invalid_grant", "error_description": message})

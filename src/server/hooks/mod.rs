@@ -16,7 +16,7 @@
 //! ```
 //! use claimrules::server::hooks::{self, HooksConfig};
 //! use claimrules::rules::RuleSet;
-//! use claimrules::watch::HotRules;
+//! use claimrules::HotRules;
 //!
 //! let rules = HotRules::fixed(RuleSet::from_sources(vec![], serde_json::json!({}), Default::default()).unwrap());
 //! let cfg = HooksConfig {
@@ -43,12 +43,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::claims::{check_claim, TokenKind};
+use crate::rules::HotRules;
 use crate::rules::{Outcome, RuleError};
-use crate::watch::HotRules;
 
 pub use status::status_router;
 
@@ -185,13 +183,6 @@ pub fn router(rules: HotRules, cfg: HooksConfig) -> Router {
         .with_state(state)
 }
 
-/// SHA-256 both sides first so the comparison takes the same time whatever the lengths.
-pub(crate) fn secret_eq(given: &[u8], expected: &[u8]) -> bool {
-    let a = Sha256::digest(given);
-    let b = Sha256::digest(expected);
-    a.ct_eq(&b).into()
-}
-
 fn peer(req: &Request) -> Option<SocketAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -210,7 +201,7 @@ fn authenticate(
         Some(secret) => {
             let given = header.and_then(|h| headers.get(h));
             match given {
-                Some(v) if secret_eq(v.as_bytes(), secret.as_bytes()) => Ok(()),
+                Some(v) if crate::crypto::secret_eq(v.as_bytes(), secret.as_bytes()) => Ok(()),
                 _ => Err(HookError::Unauthorized),
             }
         }

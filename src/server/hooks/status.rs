@@ -8,8 +8,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::secret_eq;
-use crate::watch::HotRules;
+use crate::crypto::secret_eq;
+use crate::rules::HotRules;
 
 #[derive(Clone)]
 struct StatusState {
@@ -17,7 +17,7 @@ struct StatusState {
     admin_token: Option<String>,
 }
 
-/// `GET /rules/status` answering [`crate::watch::RulesStatus`] as JSON to a caller presenting
+/// `GET /rules/status` answering [`crate::rules::RulesStatus`] as JSON to a caller presenting
 /// `Authorization: Bearer <admin_token>` (compared in constant time); 401 otherwise. With no
 /// admin token configured the endpoint does not exist (404).
 pub fn status_router(rules: HotRules, admin_token: Option<String>) -> Router {

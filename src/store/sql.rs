@@ -1,0 +1,218 @@
+//! The statements whose text is the same in both dialects, over the schema of `migrations/`.
+//!
+//! Parameters are numbered `$1`, `$2`, …: PostgreSQL's style, which SQLite accepts too (a `$NNN`
+//! parameter; sqlx-sqlite binds it by its number). Each number first appears in increasing
+//! order, so binding by position also fills them right (the tests below check both that and that
+//! SQLite prepares every statement). Booleans are written `TRUE`, `NOT revoked`: PostgreSQL's
+//! `BOOLEAN` columns and SQLite's `INTEGER` 0/1 columns read them the same. Statements only one
+//! dialect has (row locks, data-modifying `WITH`) stay in that engine's module.
+
+/// Stores a code: `$1` hash, `$2` grant JSON, `$3` expiry.
+pub(crate) const PUT_CODE: &str =
+    "INSERT INTO codes (code_hash, grant_json, expires_at) VALUES ($1, $2, $3)";
+
+/// Marks a valid code redeemed at `$1` (also the expiry check) by hash `$2`; returns its grant.
+pub(crate) const REDEEM_CODE: &str = "UPDATE codes SET redeemed_at = $1 \
+     WHERE code_hash = $2 AND redeemed_at IS NULL AND expires_at > $1 \
+     RETURNING grant_json";
+
+/// Remembers that the code `$1` was replayed, so a family linked later is revoked too.
+pub(crate) const MARK_REPLAYED: &str = "UPDATE codes SET replayed = TRUE WHERE code_hash = $1";
+
+/// Links family `$1` to code `$2`; returns whether the code was replayed meanwhile.
+pub(crate) const LINK_FAMILY: &str =
+    "UPDATE codes SET family = $1 WHERE code_hash = $2 RETURNING replayed";
+
+/// Revokes family `$1` (no-op when unknown or already revoked).
+pub(crate) const REVOKE_FAMILY: &str =
+    "UPDATE refresh_families SET revoked = TRUE WHERE family = $1 AND NOT revoked";
+
+/// Creates family `$1` with grant JSON `$2`, or replaces its grant.
+pub(crate) const PUT_FAMILY: &str =
+    "INSERT INTO refresh_families (family, grant_json) VALUES ($1, $2) \
+     ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json";
+
+/// Stores refresh token `$1` in family `$2`, expiring at `$3` (or never).
+pub(crate) const PUT_REFRESH: &str =
+    "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES ($1, $2, $3)";
+
+/// A token's state after a failed rotation (`$1` hash): `family`, `used_at`, `revoked`.
+pub(crate) const REFRESH_STATE: &str = "SELECT t.family, t.used_at, f.revoked \
+     FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
+     WHERE t.token_hash = $1";
+
+/// The grant of refresh token `$1` if it is valid at `$2`.
+pub(crate) const REFRESH_GRANT: &str = "SELECT f.grant_json FROM refresh_tokens t \
+     JOIN refresh_families f ON f.family = t.family \
+     WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
+       AND (t.expires_at IS NULL OR t.expires_at > $2)";
+
+/// The consented scopes (JSON) of user `$1`, client `$2`, audience `$3`.
+pub(crate) const CONSENT: &str = "SELECT scopes_json FROM consents \
+     WHERE user_id = $1 AND client_id = $2 AND audience = $3";
+
+/// Stores the consent of user `$1`, client `$2`, audience `$3`: scopes JSON `$4`.
+pub(crate) const SAVE_CONSENT: &str =
+    "INSERT INTO consents (user_id, client_id, audience, scopes_json) \
+     VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (user_id, client_id, audience) \
+     DO UPDATE SET scopes_json = excluded.scopes_json";
+
+/// Stores session `$1` of user `$2`, logged in at `$3`, ending at `$4`.
+pub(crate) const CREATE_SESSION: &str =
+    "INSERT INTO sessions (session_hash, user_id, auth_time, expires_at) \
+     VALUES ($1, $2, $3, $4)";
+
+/// Session `$1` if it has not ended at `$2`, as [`super::codec::SessionColumns`].
+pub(crate) const SESSION: &str = concat!(
+    "SELECT ",
+    super::codec::session_columns!(),
+    " FROM sessions WHERE session_hash = $1 AND expires_at > $2"
+);
+
+/// Ends session `$1`.
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE session_hash = $1";
+
+/// Counts one more login of user `$1`; returns the new count.
+pub(crate) const INCREMENT_LOGINS: &str =
+    "INSERT INTO login_counts (user_id, count) VALUES ($1, 1) \
+     ON CONFLICT (user_id) DO UPDATE SET count = login_counts.count + 1 \
+     RETURNING count";
+
+/// The stored metadata of user `$1`: `app_metadata`, `user_metadata` (JSON objects).
+pub(crate) const USER_METADATA: &str =
+    "SELECT app_metadata, user_metadata FROM user_metadata WHERE user_id = $1";
+
+/// Stores app metadata `$1` and user metadata `$2` for user `$3`.
+pub(crate) const PUT_USER_METADATA: &str =
+    "INSERT INTO user_metadata (app_metadata, user_metadata, user_id) VALUES ($1, $2, $3) \
+     ON CONFLICT (user_id) DO UPDATE SET \
+     app_metadata = excluded.app_metadata, user_metadata = excluded.user_metadata";
+
+/// Every signing key, oldest first, as [`super::codec::KeyColumns`].
+pub(crate) const KEYS: &str = concat!(
+    "SELECT ",
+    super::codec::key_columns!(),
+    " FROM signing_keys ORDER BY created_at, kid"
+);
+
+/// Stores a signing key, its columns bound in the order of [`super::codec::KeyColumns`].
+pub(crate) const PUT_KEY: &str = concat!(
+    "INSERT INTO signing_keys (",
+    super::codec::key_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6)"
+);
+
+/// Retires key `$2` at `$1`.
+pub(crate) const RETIRE_KEY: &str = "UPDATE signing_keys SET retires_at = $1 WHERE kid = $2";
+
+/// The deletions of [`purge_expired`](super::Store::purge_expired), in order, each with whether
+/// it binds the time as `$1`; the count of rows they delete is the purge's answer.
+pub(crate) const PURGE: &[(&str, bool)] = &[
+    ("DELETE FROM sessions WHERE expires_at <= $1", true),
+    (
+        "DELETE FROM refresh_tokens WHERE expires_at IS NOT NULL AND expires_at <= $1",
+        true,
+    ),
+    (
+        "DELETE FROM refresh_tokens WHERE family IN \
+         (SELECT family FROM refresh_families WHERE revoked)",
+        false,
+    ),
+    (
+        "DELETE FROM refresh_families WHERE revoked OR NOT EXISTS \
+         (SELECT 1 FROM refresh_tokens t WHERE t.family = refresh_families.family)",
+        false,
+    ),
+    // An expired code goes, unless it was redeemed into a refresh family that still lives: that
+    // row stays as a tombstone, so a replay of the code still revokes the family (RFC 6749
+    // §4.1.2) for as long as it exists.
+    (
+        "DELETE FROM codes WHERE expires_at <= $1 AND (family IS NULL OR NOT EXISTS \
+         (SELECT 1 FROM refresh_families f WHERE f.family = codes.family AND NOT f.revoked))",
+        true,
+    ),
+];
+
+/// After [`PURGE`]: the grants (personal data) of the expired codes kept as tombstones are
+/// dropped; a replay does not need them. `$1` is the time.
+pub(crate) const SCRUB_EXPIRED_CODES: &str =
+    "UPDATE codes SET grant_json = '{}' WHERE expires_at <= $1 AND grant_json <> '{}'";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shared statement.
+    fn all() -> Vec<&'static str> {
+        let mut all = vec![
+            PUT_CODE,
+            REDEEM_CODE,
+            MARK_REPLAYED,
+            LINK_FAMILY,
+            REVOKE_FAMILY,
+            PUT_FAMILY,
+            PUT_REFRESH,
+            REFRESH_STATE,
+            REFRESH_GRANT,
+            CONSENT,
+            SAVE_CONSENT,
+            CREATE_SESSION,
+            SESSION,
+            DELETE_SESSION,
+            INCREMENT_LOGINS,
+            USER_METADATA,
+            PUT_USER_METADATA,
+            KEYS,
+            PUT_KEY,
+            RETIRE_KEY,
+            SCRUB_EXPIRED_CODES,
+        ];
+        all.extend(PURGE.iter().map(|(sql, _)| *sql));
+        all
+    }
+
+    /// The `$N` parameters of `sql` in the order they first appear.
+    fn first_appearances(sql: &str) -> Vec<usize> {
+        let mut seen = Vec::new();
+        for (i, _) in sql.match_indices('$') {
+            let digits: String = sql[i + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            let n: usize = digits.parse().expect("a numbered parameter");
+            if !seen.contains(&n) {
+                seen.push(n);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn parameters_first_appear_in_order() {
+        for sql in all() {
+            let seen = first_appearances(sql);
+            let expected: Vec<usize> = (1..=seen.len()).collect();
+            assert_eq!(seen, expected, "{sql}");
+        }
+        for (sql, binds_now) in PURGE {
+            assert_eq!(sql.contains("$1"), *binds_now, "{sql}");
+        }
+    }
+
+    /// SQLite prepares every statement over its migrated schema (PostgreSQL runs them all in the
+    /// store conformance tests).
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn sqlite_prepares_every_statement() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for script in super::super::migrate::SQLITE.scripts {
+            c.execute_batch(script).unwrap();
+        }
+        for sql in all() {
+            if let Err(e) = c.prepare(sql) {
+                panic!("SQLite refuses {sql}: {e}");
+            }
+        }
+    }
+}

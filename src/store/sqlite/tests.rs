@@ -1,0 +1,176 @@
+//! Engine-specific tests: a database written by the sqlx engine opens here, URL parsing, group
+//! commit. The behaviour shared with PostgreSQL is tests/it/store_conformance.rs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::url_path;
+use crate::store::{CodeRedemption, Rotation, Store, StoreError};
+
+/// A copy of tests/fixtures/store/v2.sqlite (schema 2, written by the sqlx engine) in a private
+/// folder, as the store demands.
+fn fixture(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let db = data.join("claimrules.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store/v2.sqlite"),
+        &db,
+    )
+    .unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    data
+}
+
+const NOW: i64 = 1_800_000_000;
+
+#[tokio::test]
+async fn a_database_of_the_sqlx_engine_opens_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixture(dir.path());
+    let store = Store::open_in_folder(&data).await.unwrap();
+
+    let grant = store
+        .refresh_grant("refresh-hash-2", NOW)
+        .await
+        .unwrap()
+        .expect("the live refresh token");
+    assert_eq!(grant.client_id, "fixture-client");
+    assert_eq!(grant.user_id, "auth0|fixture");
+    assert_eq!(grant.nonce.as_deref(), Some("n-0S6_WzA2Mj"));
+    assert_eq!(
+        grant.claims,
+        Some(serde_json::json!({"https://example.com/role": "admin"}))
+    );
+    // The first token of the chain was rotated already.
+    assert_eq!(
+        store.refresh_grant("refresh-hash-1", NOW).await.unwrap(),
+        None
+    );
+
+    match store.redeem_code("code-hash-1", NOW).await.unwrap() {
+        CodeRedemption::Redeemed(g) => assert_eq!(g, grant),
+        other => panic!("{other:?}"),
+    }
+    let session = store.session("session-hash-1", NOW).await.unwrap().unwrap();
+    assert_eq!(session.user_id, "auth0|fixture");
+    assert!(store
+        .consent_covers(
+            "auth0|fixture",
+            "fixture-client",
+            "https://api.example.com",
+            &["profile".into(), "openid".into()]
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.increment_logins("auth0|fixture").await.unwrap(), 3);
+    let keys = store.keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].kid, "fixture-key");
+    assert_eq!(keys[0].private_pkcs8_der, vec![48, 1, 2, 3]);
+    assert_eq!(keys[0].retires_at, None);
+    let metadata = store.user_metadata("auth0|fixture").await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::to_value(&metadata).unwrap(),
+        serde_json::json!({"app_metadata": {"plan": "gold"}, "user_metadata": {"theme": "dark"}})
+    );
+
+    // Writes go on in the same chain, and replaying the old token still revokes it.
+    let rotated = store
+        .rotate_refresh("refresh-hash-2", "refresh-hash-3", NOW, None)
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotation::Rotated { family, .. } if family == "family-1"));
+    let reused = store
+        .rotate_refresh("refresh-hash-1", "refresh-hash-4", NOW, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        reused,
+        Rotation::Reused {
+            family: "family-1".into()
+        }
+    );
+    drop(store);
+
+    // Reopened: nothing to migrate, schema still version 2.
+    let store = Store::open_in_folder(&data).await.unwrap();
+    assert_eq!(
+        store.refresh_grant("refresh-hash-3", NOW).await.unwrap(),
+        None
+    );
+    drop(store);
+    let c = rusqlite::Connection::open(data.join("claimrules.db")).unwrap();
+    let versions: Vec<i64> = c
+        .prepare("SELECT version FROM claimrules_schema ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(versions, vec![1, 2]);
+}
+
+#[test]
+fn urls_name_a_file() {
+    let path = |url: &str| url_path(url, url).map(|p| p.display().to_string());
+    assert_eq!(path("sqlite:///var/lib/c.db").unwrap(), "/var/lib/c.db");
+    assert_eq!(path("sqlite://data/c.db").unwrap(), "data/c.db");
+    assert_eq!(path("sqlite:c.db?mode=rwc").unwrap(), "c.db");
+    assert_eq!(path("sqlite:///tmp/a%3Fb.db").unwrap(), "/tmp/a?b.db");
+    for bad in [
+        "sqlite::memory:",
+        "sqlite://c.db?mode=memory",
+        "sqlite://",
+        "sqlite://c.db?vfs=unix",
+        "sqlite://c.db?mode=x",
+        "sqlite:///tmp/%zz.db",
+    ] {
+        assert!(
+            matches!(path(bad), Err(StoreError::InvalidUrl { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writes_each_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_in_folder(&dir.path().join("data"))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.increment_logins(&format!("u{}", i % 4)).await })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await.unwrap().unwrap());
+    }
+    counts.sort();
+    // Each of the 4 users counted 8 logins, each count handed out once.
+    let expected: Vec<i64> = (1..=8).flat_map(|n| [n; 4]).collect();
+    assert_eq!(counts, expected);
+}
+
+#[tokio::test]
+async fn the_thread_ends_with_the_last_clone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open_in_folder(&data).await.unwrap();
+    store.increment_logins("u").await.unwrap();
+    drop(store);
+    // The connection closed with its thread: the WAL was checkpointed into the file and removed.
+    let wal = data.join("claimrules.db-wal");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while wal.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL is still there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
