@@ -60,6 +60,7 @@ pub fn key_ring(records: &[KeyRecord<'_>], now: i64) -> Result<KeyRing, KeyError
             kid: k.kid.to_owned(),
             alg: k.alg.to_owned(),
             message,
+            source: None,
         })?;
         let parsed = SigningKey::from_pkcs8(alg, k.private_pkcs8_der)?;
         if k.activates_at <= now {

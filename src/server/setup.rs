@@ -12,9 +12,9 @@ use tokio::net::TcpListener;
 
 use crate::config::{embedded_default, Config, ConfigError, DemoCredentials};
 use crate::issuer::{unix_now, Issuer};
+use crate::rules::{HotRules, WatchError};
 use crate::rules::{LoadError, RuleSetOptions, SandboxLimits};
 use crate::store::{Store, StoreError};
-use crate::rules::{HotRules, WatchError};
 
 use super::keys::{load_keys, KeysError};
 use super::{hooks, keys, telemetry, AppState, ServerError};
@@ -207,12 +207,13 @@ pub async fn serve(
     spawn_purge(prepared.state.clone());
     keys::spawn_refresh(prepared.state.clone());
     if let Some(metrics_addr) = prepared.state.config.metrics_addr {
-        let listener = TcpListener::bind(metrics_addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: metrics_addr,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(metrics_addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: metrics_addr,
+                    source,
+                })?;
         tracing::info!(addr = %metrics_addr, "metrics listening");
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, telemetry::open_metrics_router()).await {

@@ -242,7 +242,9 @@ async fn key_roll_over_publishes_both_keys_and_signs_with_the_new_one() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    claimrules::serve::refresh_keys(&s.state).await.unwrap();
+    claimrules::server::keys::refresh_keys(&s.state)
+        .await
+        .unwrap();
 
     let jwks = s.jwks().await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
