@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use claimrules::config::SigningAlg;
-use claimrules::issuer::{unix_now, Protocol, SigningKey, TokenRequest};
+use claimrules::issuer::{SigningKey, TokenRequest};
+use claimrules::model::{unix_now, Protocol};
 use claimrules::server::{prepare, ServeOptions};
 use serde_json::json;
 

@@ -23,9 +23,10 @@ Exit codes:
   0  success
   1  failures: failing tests, a denied or failed `run`, rules that fail `check`
   2  usage or configuration error: bad arguments, an unreadable or invalid config, input or
-     case file, rules that do not load, a data folder or database that cannot be opened at start
-  3  I/O failure while running: the address cannot be bound, the server or the store failed
-     after start, a report file cannot be written, stdin cannot be read";
+     case file, rules that do not load, a report file that cannot be written, a data folder or
+     database that cannot be opened at start
+  3  I/O failure while running: the runtime cannot start, the address cannot be bound, the
+     server or the store failed after start, stdin cannot be read";
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,8 +143,9 @@ impl CliError {
             | CliError::Keys(_)
             | CliError::Playground(PlaygroundError::Bind { .. } | PlaygroundError::Io(_))
             | CliError::Runtime(_)
-            | CliError::Write { .. }
             | CliError::Stdin(_) => Exit::Io,
+            // A report path in a missing folder is a bad argument, as before the codes split.
+            CliError::Write { .. } => Exit::Usage,
             // Unchanged from before the codes were split: a failed hash is a failure (1).
             CliError::Hash(_) => Exit::Failures,
             _ => Exit::Usage,

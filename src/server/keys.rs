@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::issuer::rotation::{self, KeyRecord};
-use crate::issuer::{unix_now, KeyError, KeyRing, SigningKey};
+use crate::issuer::{KeyError, KeyRing, SigningKey};
+use crate::model::unix_now;
 use crate::store::{Store, StoreError, StoredKey};
 
 use super::AppState;

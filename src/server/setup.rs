@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::{embedded_default, Config, ConfigError, DemoCredentials};
-use crate::issuer::{unix_now, Issuer};
+use crate::issuer::Issuer;
+use crate::model::unix_now;
 use crate::rules::{HotRules, WatchError};
 use crate::rules::{LoadError, RuleSetOptions, SandboxLimits};
 use crate::store::{Store, StoreError};

@@ -156,7 +156,7 @@ fn keys_rotate_adds_a_published_key_that_signs_after_the_delay() {
     let (_, store) = rt.block_on(claimrules::server::open_store(&opts)).unwrap();
     let stored = rt.block_on(store.keys()).unwrap();
     assert_eq!(stored.len(), 2);
-    let now = claimrules::issuer::unix_now();
+    let now = claimrules::model::unix_now();
     let ring = claimrules::server::keys::key_ring(&stored, now).unwrap();
     assert_eq!(
         ring.published().len(),
