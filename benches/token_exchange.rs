@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use claimrules::config::SigningAlg;
-use claimrules::issuer::{unix_now, Protocol, SigningKey, TokenRequest};
-use claimrules::serve::{prepare, ServeOptions};
+use claimrules::issuer::{SigningKey, TokenRequest};
+use claimrules::model::{unix_now, Protocol};
+use claimrules::server::{prepare, ServeOptions};
 use serde_json::json;
 
 const SECRET: &str = "bench-secret-0123456789";
@@ -153,7 +154,7 @@ async fn exchange_run(alg: SigningAlg, secs: u64, concurrency: usize) -> (f64, f
     .await
     .unwrap();
     let state = prepared.state.clone();
-    let app = claimrules::serve::app(&prepared);
+    let app = claimrules::server::app(&prepared);
     tokio::spawn(async move {
         axum::serve(
             listener,

@@ -141,8 +141,8 @@ password_hash = "{hash}"
             .build()
             .expect("runtime");
         let prepared = rt
-            .block_on(claimrules::serve::prepare(
-                &claimrules::serve::ServeOptions {
+            .block_on(claimrules::server::prepare(
+                &claimrules::server::ServeOptions {
                     config: Some(path),
                     no_watch: true,
                     ..Default::default()
@@ -353,17 +353,20 @@ pub fn hook_bodies(data: &[u8]) {
         return;
     };
     let (user, context) = if sel % 2 == 0 {
-        let Ok(req) = serde_json::from_slice::<claimrules::hooks::hydra::TokenHookRequest>(body)
+        let Ok(req) =
+            serde_json::from_slice::<claimrules::server::hooks::hydra::TokenHookRequest>(body)
         else {
             return;
         };
-        let m = claimrules::hooks::hydra::map_request(&req, &[]);
+        let m = claimrules::server::hooks::hydra::map_request(&req, &[]);
         (m.user, m.context)
     } else {
-        let Ok(ev) = serde_json::from_slice::<claimrules::hooks::okta::TokenHookEvent>(body) else {
+        let Ok(ev) =
+            serde_json::from_slice::<claimrules::server::hooks::okta::TokenHookEvent>(body)
+        else {
             return;
         };
-        let (user, context, _, _) = claimrules::hooks::okta::map_event(&ev, &[]);
+        let (user, context, _, _) = claimrules::server::hooks::okta::map_event(&ev, &[]);
         (user, context)
     };
     assert!(

@@ -69,7 +69,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The full OAuth 2.0 server (feature `server`, on by default: `server::router`, `serve::app`)
+//! The full OAuth 2.0 server (feature `server`, on by default: `server::router`, `server::app`)
 //! is an axum `Router` that a host app can `nest` under a prefix; its issuer URL must then end with that prefix
 //! (`https://example.com/auth/` for `.nest("/auth", ..)`), since discovery and the login forms
 //! are built from it.
@@ -82,11 +82,7 @@ pub mod config;
 pub mod crypto;
 #[cfg(feature = "server")]
 pub mod datadir;
-#[cfg(feature = "server")]
-pub mod hooks;
 pub mod issuer;
-#[cfg(feature = "server")]
-pub mod logging;
 pub mod model;
 pub mod oauth;
 // Argon2id hashes of the server's user directory (`claimrules hash-password`), not an API.
@@ -97,13 +93,9 @@ pub mod password;
 pub mod playground;
 pub mod rules;
 #[cfg(feature = "server")]
-pub mod serve;
-#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
-#[cfg(feature = "server")]
-pub mod telemetry;
 pub mod testing;
 
 pub use issuer::verify::{verify, Jwks, VerifyError, VerifyOptions};

@@ -7,6 +7,7 @@ mod builder;
 pub mod keys;
 pub mod oauth;
 mod request;
+pub mod rotation;
 pub mod verify;
 
 use std::sync::Arc;
@@ -14,14 +15,12 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{json, Map, Value};
 
-use crate::model::Context;
+use crate::model::{unix_now, Context};
 use crate::rules::{HotRules, LoadedRules, WatchError};
 use crate::rules::{LoadError, Outcome, RuleError, RuleSet};
 pub use builder::{BuildError, IssuerBuilder};
 pub use keys::{KeyError, KeyRing, SigningAlg, SigningKey};
 pub use oauth::{Endpoint, OAuthError};
-// Kept at their old paths while the server and the hooks move to `crate::model`.
-pub use crate::model::{unix_now, Protocol};
 pub use request::{TokenRequest, DEFAULT_ACCESS_TOKEN_LIFETIME, DEFAULT_ID_TOKEN_LIFETIME};
 
 /// The error behind an issuer error (the crypto library's, a JSON or JWT parser's), shared so

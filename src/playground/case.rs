@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::pipeline;
-use crate::issuer::unix_now;
+use crate::model::unix_now;
 use crate::rules::{LoadError, RuleError, RuleSet, Trace};
 use crate::testing::{SuiteOptions, TestError, TestSuite};
 

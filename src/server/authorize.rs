@@ -17,7 +17,8 @@ use super::throttle::{AccountKey, Refused};
 use super::{client_ip, cookie, pages, rule_request, set_cookie, Shared};
 use crate::config::{ClientConfig, UserConfig};
 use crate::crypto::{random_token, secret_eq, sha256_hex, valid_pkce_challenge};
-use crate::issuer::{unix_now, Endpoint, Protocol, TokenRequest};
+use crate::issuer::{Endpoint, TokenRequest};
+use crate::model::{unix_now, Protocol};
 use crate::store::Grant;
 
 /// Name of the login session cookie.

@@ -16,7 +16,8 @@ use super::errors::TokenError;
 use super::{rule_request, Shared};
 use crate::config::ClientConfig;
 use crate::crypto::{pkce_s256_matches, random_token, secret_eq, sha256_hex, valid_pkce_verifier};
-use crate::issuer::{unix_now, Endpoint, IssueError, Issued, Protocol, RuleClaims, TokenRequest};
+use crate::issuer::{Endpoint, IssueError, Issued, RuleClaims, TokenRequest};
+use crate::model::{unix_now, Protocol};
 use crate::store::{CodeRedemption, Grant, Rotation, StoreError};
 
 /// Fields a rule never sees in `context.request.body`.

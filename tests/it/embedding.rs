@@ -259,7 +259,7 @@ async fn host_app_nests_the_server_under_a_prefix_and_login_works() {
         &format!("issuer = \"{issuer}\""),
     );
     std::fs::write(&cfg_path, text).unwrap();
-    let prepared = claimrules::serve::prepare(&claimrules::serve::ServeOptions {
+    let prepared = claimrules::server::prepare(&claimrules::server::ServeOptions {
         config: Some(cfg_path),
         no_watch: true,
         ..Default::default()
@@ -270,7 +270,7 @@ async fn host_app_nests_the_server_under_a_prefix_and_login_works() {
 
     let host = axum::Router::new()
         .route("/", axum::routing::get(|| async { "host app home" }))
-        .nest("/auth", claimrules::serve::app(&prepared));
+        .nest("/auth", claimrules::server::app(&prepared));
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
@@ -375,14 +375,14 @@ fn form_action(html: &str) -> String {
 #[allow(dead_code)]
 async fn readme_nested_server() -> Result<(), Box<dyn std::error::Error>> {
     // README begin: nested
-    let prepared = claimrules::serve::prepare(&claimrules::serve::ServeOptions {
+    let prepared = claimrules::server::prepare(&claimrules::server::ServeOptions {
         config: Some("claimrules.toml".into()), // issuer = "https://example.com/auth/"
         ..Default::default()
     })
     .await?;
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "your home page" }))
-        .nest("/auth", claimrules::serve::app(&prepared)); // or server::router(state), no hooks
+        .nest("/auth", claimrules::server::app(&prepared)); // or server::router(state), no hooks
     let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app).await?;

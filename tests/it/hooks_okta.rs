@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use claimrules::hooks::{self, HooksConfig};
 use claimrules::rules::RuleSet;
+use claimrules::server::hooks::{self, HooksConfig};
 use claimrules::HotRules;
 use serde_json::{json, Value};
 use tower::ServiceExt;

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use claimrules::hooks;
 use claimrules::rules::RuleSet;
 use claimrules::rules::{HotRules, RulesStatus};
+use claimrules::server::hooks;
 use serde_json::{json, Map, Value};
 use tower::ServiceExt;
 

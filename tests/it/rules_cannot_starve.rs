@@ -10,7 +10,8 @@ use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use claimrules::issuer::{Protocol, TokenRequest};
+use claimrules::issuer::TokenRequest;
+use claimrules::model::Protocol;
 use common::*;
 use serde_json::json;
 

@@ -133,13 +133,13 @@ fn keys_rotate_adds_a_published_key_that_signs_after_the_delay() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let opts = claimrules::serve::ServeOptions {
+    let opts = claimrules::server::ServeOptions {
         data: Some(data.clone()),
         ..Default::default()
     };
-    let (cfg, store) = rt.block_on(claimrules::serve::open_store(&opts)).unwrap();
+    let (cfg, store) = rt.block_on(claimrules::server::open_store(&opts)).unwrap();
     let ring = rt
-        .block_on(claimrules::serve::load_keys(&store, &cfg))
+        .block_on(claimrules::server::keys::load_keys(&store, &cfg))
         .unwrap();
     let old_kid = ring.signing().unwrap().kid().to_owned();
     drop(store);
@@ -153,11 +153,11 @@ fn keys_rotate_adds_a_published_key_that_signs_after_the_delay() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, store) = rt.block_on(claimrules::serve::open_store(&opts)).unwrap();
+    let (_, store) = rt.block_on(claimrules::server::open_store(&opts)).unwrap();
     let stored = rt.block_on(store.keys()).unwrap();
     assert_eq!(stored.len(), 2);
-    let now = claimrules::issuer::unix_now();
-    let ring = claimrules::serve::key_ring(&stored, now).unwrap();
+    let now = claimrules::model::unix_now();
+    let ring = claimrules::server::keys::key_ring(&stored, now).unwrap();
     assert_eq!(
         ring.published().len(),
         2,
@@ -168,7 +168,7 @@ fn keys_rotate_adds_a_published_key_that_signs_after_the_delay() {
         old_kid,
         "old key signs during the delay"
     );
-    let later = claimrules::serve::key_ring(&stored, now + 3601).unwrap();
+    let later = claimrules::server::keys::key_ring(&stored, now + 3601).unwrap();
     assert_ne!(
         later.signing().unwrap().kid(),
         old_kid,

@@ -223,7 +223,7 @@ async fn key_roll_over_publishes_both_keys_and_signs_with_the_new_one() {
     // The new key must activate strictly after the first one (whole seconds): wait for that
     // second to come (at most about 1 s).
     let first = s.state.store.keys().await.unwrap()[0].activates_at;
-    let now = claimrules::issuer::unix_now();
+    let now = claimrules::model::unix_now();
     let activates_at = now.max(first + 1);
     s.state
         .store
@@ -238,11 +238,13 @@ async fn key_roll_over_publishes_both_keys_and_signs_with_the_new_one() {
         .await
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while claimrules::issuer::unix_now() < activates_at {
+    while claimrules::model::unix_now() < activates_at {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    claimrules::serve::refresh_keys(&s.state).await.unwrap();
+    claimrules::server::keys::refresh_keys(&s.state)
+        .await
+        .unwrap();
 
     let jwks = s.jwks().await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);

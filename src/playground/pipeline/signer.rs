@@ -7,7 +7,8 @@ use serde_json::{json, Map, Value};
 
 use super::PipelineError;
 use crate::config::{ApiConfig, ClientConfig, SigningAlg};
-use crate::issuer::{Issuer, Protocol, RuleClaims, SigningKey, TokenRequest};
+use crate::issuer::{Issuer, RuleClaims, SigningKey, TokenRequest};
+use crate::model::Protocol;
 use crate::rules::{Outcome, RuleSet, RuleSetOptions};
 use crate::testing::requested_scope;
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use claimrules::serve::{prepare, ServeOptions};
+use claimrules::server::{prepare, ServeOptions};
 use regex::Regex;
 use reqwest::redirect::Policy;
 use serde_json::Value;
@@ -134,7 +134,7 @@ impl TestServer {
         .await
         .expect("server prepares");
         let state = prepared.state.clone();
-        let app = claimrules::serve::app(&prepared);
+        let app = claimrules::server::app(&prepared);
         let handle = tokio::spawn(async move {
             axum::serve(
                 listener,

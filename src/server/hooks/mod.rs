@@ -14,7 +14,7 @@
 //! blocking thread with the rule set's own time budget.
 //!
 //! ```
-//! use claimrules::hooks::{self, HooksConfig};
+//! use claimrules::server::hooks::{self, HooksConfig};
 //! use claimrules::rules::RuleSet;
 //! use claimrules::HotRules;
 //!

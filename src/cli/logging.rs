@@ -266,7 +266,7 @@ where
 
 /// The current UTC time as RFC 3339 with milliseconds (`2025-01-31T12:00:00.123Z`).
 fn rfc3339_now() -> String {
-    let millis = crate::model::time::unix_now_millis();
+    let millis = claimrules::model::time::unix_now_millis();
     let secs = millis.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm, proleptic Gregorian).

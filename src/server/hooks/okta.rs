@@ -35,7 +35,7 @@ use super::{
     without_secrets, HookError, HookState,
 };
 use crate::claims::TokenKind;
-use crate::issuer::Protocol;
+use crate::model::Protocol;
 use crate::rules::RuleError;
 
 /// The event type of Okta's token inline hook.

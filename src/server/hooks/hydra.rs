@@ -34,7 +34,7 @@ use super::{
     without_secrets, HookState,
 };
 use crate::claims::{is_namespaced, TokenKind, REGISTERED_CLAIMS};
-use crate::issuer::Protocol;
+use crate::model::Protocol;
 
 /// Go marshals nil slices and maps as `null`: read those as empty.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
