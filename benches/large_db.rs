@@ -62,9 +62,15 @@ fn grant(i: usize) -> Grant {
         client_id: "bench-client".into(),
         user_id: format!("auth0|user{i}"),
         audience: Some("https://api.example.com".into()),
-        scopes: ["openid", "profile", "email", "offline_access", "read:contacts"]
-            .map(String::from)
-            .to_vec(),
+        scopes: [
+            "openid",
+            "profile",
+            "email",
+            "offline_access",
+            "read:contacts",
+        ]
+        .map(String::from)
+        .to_vec(),
         redirect_uri: "https://client.example.com/callback".into(),
         nonce: Some("n-0S6_WzA2Mj".into()),
         code_challenge: None,
@@ -83,7 +89,9 @@ fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
     let t = Instant::now();
     let c = rusqlite::Connection::open(db)?;
     // Bench-only settings for the fill connection: the store's own connections keep theirs.
-    c.execute_batch("PRAGMA synchronous = OFF; PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY;")?;
+    c.execute_batch(
+        "PRAGMA synchronous = OFF; PRAGMA cache_size = -262144; PRAGMA temp_store = MEMORY;",
+    )?;
     let grant_json = serde_json::to_string(&grant(0)).unwrap_or_default();
     let n = now();
     c.execute_batch("BEGIN")?;
@@ -235,19 +243,27 @@ fn main() {
         let root = tempfile::tempdir().expect("tempdir");
         // Empty database.
         let empty = root.path().join("empty");
-        let store = Store::open_in_folder(&empty).await.expect("open empty store");
+        let store = Store::open_in_folder(&empty)
+            .await
+            .expect("open empty store");
         let (s, samples) = timed(&store, tasks, "empty", secs).await;
         lines.push(summary("empty", s, &samples));
         drop(store);
 
         // Large database: the store creates the schema, the fill connection adds the rows.
         let full = root.path().join("full");
-        drop(Store::open_in_folder(&full).await.expect("create full store"));
+        drop(
+            Store::open_in_folder(&full)
+                .await
+                .expect("create full store"),
+        );
         eprintln!("large_db: filling {live} live + {expired} expired refresh tokens");
         let fill_s = fill(&full.join("claimrules.db"), live, expired).expect("bulk fill");
         let size = db_mib(&full);
         eprintln!("large_db: filled in {fill_s:.1} s, database {size} MiB");
-        let store = Store::open_in_folder(&full).await.expect("reopen full store");
+        let store = Store::open_in_folder(&full)
+            .await
+            .expect("reopen full store");
         let (s, samples) = timed(&store, tasks, "full", secs).await;
         let mut full_line = summary("full", s, &samples);
         full_line["fill_s"] = json!((fill_s * 10.0).round() / 10.0);

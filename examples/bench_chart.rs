@@ -109,7 +109,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pick = |alg: &str| -> Vec<&Value> {
         servers
             .iter()
-            .filter_map(|s| medians.iter().find(|m| m["alg"] == alg && m["server"] == *s))
+            .filter_map(|s| {
+                medians
+                    .iter()
+                    .find(|m| m["alg"] == alg && m["server"] == *s)
+            })
             .collect()
     };
     let throughput: Vec<(String, Vec<Bar>)> = algs
@@ -120,7 +124,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|m| Bar {
                     segments: vec![(
                         num(m, "rps"),
-                        if m["server"] == "claimrules" { OURS } else { PEER },
+                        if m["server"] == "claimrules" {
+                            OURS
+                        } else {
+                            PEER
+                        },
                     )],
                     label: format!("{:.0}", num(m, "rps")),
                 })
@@ -164,7 +172,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s["clients"],
         s["duration_s"],
         doc["cpus"],
-        medians.iter().filter_map(|m| m["runs"].as_u64()).max().unwrap_or(0)
+        medians
+            .iter()
+            .filter_map(|m| m["runs"].as_u64())
+            .max()
+            .unwrap_or(0)
     );
     panel(
         &mut svg,
