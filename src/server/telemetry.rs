@@ -204,27 +204,7 @@ fn exposition() -> Response {
 }
 
 async fn metrics_text(State(st): State<OpsState>, headers: HeaderMap) -> Response {
-    let Some(expected) = st.admin_token.as_deref() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match given {
-        Some(token) if crate::crypto::secret_eq(token.as_bytes(), expected.as_bytes()) => {
-            exposition()
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "unauthorized", "error_description": "missing or invalid admin token"})),
-        )
-            .into_response(),
-    }
+    super::extract::behind_admin_token(&headers, st.admin_token.as_deref(), exposition)
 }
 
 /// The process is alive and answering.

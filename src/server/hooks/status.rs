@@ -2,14 +2,13 @@
 //! operators, behind an admin bearer token.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 
-use crate::crypto::secret_eq;
 use crate::rules::HotRules;
+use crate::server::extract::behind_admin_token;
 
 #[derive(Clone)]
 struct StatusState {
@@ -27,25 +26,7 @@ pub fn status_router(rules: HotRules, admin_token: Option<String>) -> Router {
 }
 
 async fn status(State(st): State<StatusState>, headers: HeaderMap) -> Response {
-    let Some(expected) = st.admin_token.as_deref() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match given {
-        Some(token) if secret_eq(token.as_bytes(), expected.as_bytes()) => {
-            Json(st.rules.status()).into_response()
-        }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "unauthorized", "error_description": "missing or invalid admin token"})),
-        )
-            .into_response(),
-    }
+    behind_admin_token(&headers, st.admin_token.as_deref(), || {
+        Json(st.rules.status()).into_response()
+    })
 }
