@@ -2,7 +2,7 @@
 //!
 //! One transaction over millions of expired rows held SQLite's only connection, and with it every
 //! rotation and read, for as long as it ran (22 s for 2,000,000 rows in `benches/large_db.rs`).
-//! Here every step touches at most [`BATCH`] rows and is its own write, which the engine commits
+//! Here every step looks at most at [`BATCH`] rows or keys and is its own write, which the engine commits
 //! like any other (on SQLite in the same group commit as the rotations queued with it), so
 //! requests interleave with the purge. The deletions that an index finds (expired sessions and
 //! refresh tokens) repeat until one deletes fewer than [`BATCH`] rows; the ones that must look at
@@ -14,7 +14,8 @@ use std::future::Future;
 
 use super::{sql, StoreError};
 
-/// Most rows one step looks at or deletes.
+/// Most rows one step deletes through an index, or keys of one window (the tokens of the
+/// revoked families in a window are deleted with them, however many).
 pub(crate) const BATCH: i64 = 500;
 
 /// A table walked by primary key, [`BATCH`] keys per step.
