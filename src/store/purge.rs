@@ -3,12 +3,12 @@
 //! One transaction over millions of expired rows held SQLite's only connection, and with it every
 //! rotation and read, for as long as it ran (22 s for 2,000,000 rows in `benches/large_db.rs`).
 //! Here every step looks at most at [`BATCH`] rows or keys and is its own write, which the
-//! engine commits like any other (on SQLite in the same group commit as the rotations queued with it), so
-//! requests interleave with the purge. The deletions that an index finds (expired sessions and
-//! refresh tokens) repeat until one deletes fewer than [`BATCH`] rows; the ones that must look at
-//! every row (revoked or empty refresh families, expired codes kept as tombstones) walk the
-//! table by primary key, [`BATCH`] keys per step. A purge is therefore not one snapshot: rows
-//! that expire while it runs may wait for the next one, which is all the purge promises.
+//! engine commits like any other (on SQLite in the same group commit as the rotations queued
+//! with it), so requests interleave with the purge. The deletions that an index finds (expired
+//! sessions and refresh tokens) repeat until one deletes fewer than [`BATCH`] rows; the ones that
+//! must look at every row (revoked or empty refresh families, expired codes kept as tombstones)
+//! walk the table by primary key, [`BATCH`] keys per step. A purge is therefore not one
+//! snapshot: rows that expire while it runs may wait for the next one, which is all it promises.
 
 use std::future::Future;
 
