@@ -3,6 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::oauth::GrantType;
+
 /// `[[client]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,7 +24,7 @@ pub struct ClientConfig {
     pub redirect_uris: Vec<String>,
     /// Allowed grants.
     #[serde(default = "default_grants")]
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<GrantType>,
     /// Skip the consent page.
     #[serde(default)]
     pub first_party: bool,
@@ -90,8 +92,8 @@ impl ApiConfig {
     }
 }
 
-fn default_grants() -> Vec<String> {
-    vec!["authorization_code".into(), "refresh_token".into()]
+fn default_grants() -> Vec<GrantType> {
+    vec![GrantType::AuthorizationCode, GrantType::RefreshToken]
 }
 fn default_id_token_lifetime() -> u64 {
     36000

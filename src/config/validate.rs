@@ -2,6 +2,7 @@
 //! hashes, and secrets read from the environment.
 
 use super::{Config, ConfigError};
+use crate::oauth::GrantType;
 
 impl Config {
     /// Checks cross-field rules: unique ids, parseable URLs, secrets resolvable.
@@ -63,9 +64,9 @@ impl Config {
                 }
             }
             for g in &c.grant_types {
-                if g != "authorization_code" && g != "refresh_token" {
+                if !matches!(g, GrantType::AuthorizationCode | GrantType::RefreshToken) {
                     return Err(invalid(format!(
-                        "client {:?}: unsupported grant type {g:?}",
+                        "client {:?}: unsupported grant type \"{g}\"",
                         c.client_id
                     )));
                 }

@@ -121,6 +121,13 @@ impl IssueError {
     }
 }
 
+impl From<OAuthError> for crate::oauth::TokenError {
+    /// The token endpoint's answer to a failed issuance.
+    fn from(e: OAuthError) -> crate::oauth::TokenError {
+        crate::oauth::TokenError::new(e.error, e.description)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,44 +1,71 @@
 //! What handlers take from a request beyond axum's own extractors: the client's address, the
 //! `context.request` object rules see, and the admin bearer token of the operator endpoints.
 
+use std::convert::Infallible;
+use std::fmt;
 use std::net::SocketAddr;
 
-use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde_json::json;
 
 use crate::crypto::secret_eq;
 
-/// The socket peer, when the server was started with connect info.
-pub(crate) type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
+/// The client's address: the socket peer when the server runs with connect info
+/// (`into_make_service_with_connect_info`, as `claimrules serve` does), else unknown. Proxies'
+/// forwarding headers are not trusted (they are the client's to forge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientIp(Option<SocketAddr>);
 
-/// The client IP: the socket peer (proxies' forwarding headers are not trusted by default).
-pub(crate) fn client_ip(connect: Option<&ConnectInfo<SocketAddr>>) -> String {
-    connect
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
+impl ClientIp {
+    /// The peer recorded in a request's extensions.
+    pub(crate) fn from_extensions(extensions: &Extensions) -> ClientIp {
+        ClientIp(extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0))
+    }
+
+    /// The socket peer, when known.
+    pub(crate) fn addr(self) -> Option<SocketAddr> {
+        self.0
+    }
+}
+
+impl fmt::Display for ClientIp {
+    /// The IP address, or `unknown` (as `context.request.ip` and the login throttle key it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => write!(f, "{}", addr.ip()),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<ClientIp, Infallible> {
+        Ok(ClientIp::from_extensions(&parts.extensions))
+    }
 }
 
 /// `context.request` of a rule run: the given query and body, the client IP, the `Host` name
 /// without port, and the `User-Agent`.
 pub(crate) fn rule_request(
     headers: &HeaderMap,
-    connect: Option<&ConnectInfo<SocketAddr>>,
+    ip: ClientIp,
     query: serde_json::Value,
     body: serde_json::Value,
 ) -> serde_json::Value {
-    let header = |h: axum::http::header::HeaderName| {
-        headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("")
-    };
-    let host = header(axum::http::header::HOST);
-    serde_json::json!({
+    let header = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = header(header::HOST);
+    json!({
         "query": query,
         "body": body,
-        "ip": client_ip(connect),
+        "ip": ip.to_string(),
         "hostname": host.split(':').next().unwrap_or(""),
-        "userAgent": header(axum::http::header::USER_AGENT),
+        "userAgent": header(header::USER_AGENT),
     })
 }
 

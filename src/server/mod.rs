@@ -16,18 +16,18 @@ pub mod throttle;
 mod token;
 
 // Parsers of untrusted input, public so the fuzz targets and property tests can reach them.
+pub use crate::oauth::TokenParams;
 pub use authorize::{validate as validate_authorize_query, AuthzRequest};
 pub use setup::{app, open_store, prepare, Prepared, ServeError, ServeOptions, DEFAULT_ADDR};
 pub use state::{AppState, RuleSlots, RunSlot, Shared, RULE_RUNS_PER_CLIENT};
-pub use token::TokenParams;
 
-pub(crate) use extract::{client_ip, rule_request, Peer};
+pub(crate) use extract::{rule_request, ClientIp};
 pub(crate) use state::cpu_bound_thread;
 
 use std::net::SocketAddr;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, Request};
+use axum::http::Request;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -88,33 +88,5 @@ pub fn with_request_log(router: Router) -> Router {
                     tracing::info!(status = res.status().as_u16(), latency_us = latency.as_micros() as u64, "request");
                 },
             ),
-    )
-}
-
-/// A cookie's value from the request headers.
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, `Secure` when required, and `Path` the
-/// server's base path ([`pages::base_path`]: `/`, or the prefix a host app nests it under, so
-/// the host's own routes never receive these cookies).
-pub(crate) fn set_cookie(
-    name: &str,
-    value: &str,
-    max_age: i64,
-    secure: bool,
-    path: &str,
-) -> String {
-    format!(
-        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
-        if secure { "; Secure" } else { "" }
     )
 }

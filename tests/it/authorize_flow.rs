@@ -92,6 +92,10 @@ async fn login_consent_then_session_and_consent_are_remembered() {
         .find(|c| c.starts_with("claimrules_session="))
         .expect("session cookie");
     assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"));
+    // The whole server's path, and the configured session lifetime (the default, 8 hours).
+    let attrs: Vec<&str> = session.split("; ").collect();
+    assert!(attrs.contains(&"Path=/"), "{session}");
+    assert!(attrs.contains(&"Max-Age=28800"), "{session}");
     assert!(
         !session.contains("Secure"),
         "plain http on loopback: no Secure flag"

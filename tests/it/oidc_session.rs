@@ -181,6 +181,21 @@ async fn an_id_token_hint_for_the_session_logs_out_at_once() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
+    // The cookie is cleared too, on the path it was set for.
+    let cleared = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("claimrules_session="))
+        .expect("the session cookie is cleared")
+        .to_owned();
+    assert!(cleared.starts_with("claimrules_session=;"), "{cleared}");
+    let attrs: Vec<&str> = cleared.split("; ").collect();
+    assert!(
+        attrs.contains(&"Max-Age=0") && attrs.contains(&"Path=/"),
+        "{cleared}"
+    );
     assert!(res.text().await.unwrap().contains("You are logged out"));
     assert!(!still_logged_in(&s, &b).await);
 }

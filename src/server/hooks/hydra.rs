@@ -12,7 +12,7 @@
 //!   `user_id` = the session's subject, `username` when Hydra has one, and empty `app_metadata`
 //!   / `user_metadata` maps unless the claims carry them.
 //! - `context`: `clientID`, `clientName` and `clientMetadata` from `request.client_id` /
-//!   `request.client`, `protocol` from the grant type ([`Protocol::for_grant_type`]),
+//!   `request.client`, `protocol` from the grant type ([`GrantType::protocol`]),
 //!   `grantedScopes`, `grantedAudience`, `request.body` = `request.payload` (one-element arrays
 //!   flattened, credentials such as `assertion` removed), `request.query` = `{}`,
 //!   `authentication.methods` from the ID token's `amr`/`auth_time`, `sessionID` from `sid`.
@@ -35,6 +35,7 @@ use super::{
 };
 use crate::claims::{is_namespaced, TokenKind, REGISTERED_CLAIMS};
 use crate::model::Protocol;
+use crate::oauth::GrantType;
 
 /// Go marshals nil slices and maps as `null`: read those as empty.
 fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -100,7 +101,7 @@ pub struct GrantRequest {
     pub granted_audience: Vec<String>,
     /// The request's grant types (one in practice).
     #[serde(default, deserialize_with = "null_as_default")]
-    pub grant_types: Vec<String>,
+    pub grant_types: Vec<GrantType>,
     /// Allowed form fields of the token request (`assertion` for the JWT-bearer grant).
     #[serde(default, deserialize_with = "null_as_default")]
     pub payload: Map<String, Value>,
@@ -164,7 +165,11 @@ pub fn map_request(req: &TokenHookRequest, reserved: &[String]) -> Mapped {
     let (id_editable, id_fixed) = split_claims(TokenKind::IdToken, &ext, reserved);
 
     let r = &req.request;
-    let grant = r.grant_types.first().map(String::as_str).unwrap_or("");
+    // No grant type is a front-channel login (`GrantType::protocol` of an empty value).
+    let protocol = r
+        .grant_types
+        .first()
+        .map_or(Protocol::AuthorizationCode, GrantType::protocol);
     let body: Map<String, Value> = without_secrets(
         r.payload
             .iter()
@@ -201,7 +206,7 @@ pub fn map_request(req: &TokenHookRequest, reserved: &[String]) -> Mapped {
         "clientID": r.client_id,
         "clientName": client_name,
         "clientMetadata": client_metadata,
-        "protocol": Protocol::for_grant_type(grant).as_str(),
+        "protocol": protocol.as_str(),
         "grantedScopes": r.granted_scopes,
         "grantedAudience": r.granted_audience,
         "request": {"query": {}, "body": body},
