@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 /// Errors of preparing the data folder.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum DataDirError {
     /// A folder or file could not be created or inspected.
     #[error("cannot create {}: {message}", path.display())]

@@ -23,6 +23,7 @@ pub use validate::is_loopback_url;
 
 /// Errors of configuration loading.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: {message}", path.display())]

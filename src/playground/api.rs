@@ -34,6 +34,7 @@ use crate::testing::TestSuite;
 
 /// Errors of the API, each with its HTTP status.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// The body is not the JSON the endpoint takes.
     #[error("invalid request body: {0}")]

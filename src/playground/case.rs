@@ -23,6 +23,7 @@ pub const CASE_FILE: &str = "playground.toml";
 
 /// Why a case was not saved.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaseError {
     /// The name is empty, too long or has control characters.
     #[error("the case name {0:?} is not usable: give 1 to 200 characters on one line")]

@@ -46,6 +46,7 @@ const APP_CSS: &str = include_str!("assets/app.css");
 
 /// Why the playground did not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlaygroundError {
     /// The rules path is not a folder.
     #[error("{}: not a folder", .0.display())]
@@ -54,19 +55,20 @@ pub enum PlaygroundError {
     #[error("{0}: the playground listens on loopback addresses only (127.0.0.1, ::1)")]
     NotLoopback(SocketAddr),
     /// Binding failed.
-    #[error("cannot listen on {addr}: {message}")]
+    #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// The address.
         addr: SocketAddr,
-        /// The OS error.
-        message: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
     },
     /// The signed view could not be set up.
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
     /// The server failed.
     #[error("the server failed: {0}")]
-    Io(String),
+    Io(#[source] std::io::Error),
 }
 
 /// Options of [`serve`].
@@ -174,13 +176,11 @@ pub async fn serve(opts: PlaygroundOptions) -> Result<(), PlaygroundError> {
     let playground = Arc::new(Playground::new(&opts.rules)?);
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
-        .map_err(|e| PlaygroundError::Bind {
+        .map_err(|source| PlaygroundError::Bind {
             addr: opts.addr,
-            message: e.to_string(),
+            source,
         })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| PlaygroundError::Io(e.to_string()))?;
+    let local = listener.local_addr().map_err(PlaygroundError::Io)?;
     println!("claimrules playground on {}", playground.url(local));
     println!("  rules: {}", opts.rules.display());
     println!("  loopback only; the token in the URL is required on every request");
@@ -191,7 +191,7 @@ pub async fn serve(opts: PlaygroundOptions) -> Result<(), PlaygroundError> {
     axum::serve(listener, playground.router())
         .with_graceful_shutdown(shutdown())
         .await
-        .map_err(|e| PlaygroundError::Io(e.to_string()))
+        .map_err(PlaygroundError::Io)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

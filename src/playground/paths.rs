@@ -7,6 +7,7 @@ use crate::rules::FolderContents;
 
 /// Why a path in a request is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PathError {
     /// Empty path.
     #[error("the path is empty")]

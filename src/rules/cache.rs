@@ -92,6 +92,7 @@ impl std::fmt::Debug for Cache {
 
 /// Why a value was not cached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CacheError {
     /// The entry alone is larger than the whole cache may be.
     #[error("the entry is {bytes} bytes, over the cache's limit of {limit} bytes")]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// Why a new rule could not be written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScaffoldError {
     /// The name cannot be a rule file's name.
     #[error("{0:?} is not a rule name: use letters, digits, `-` and `_` (e.g. 10-add-roles)")]

@@ -56,6 +56,7 @@ pub use report::{color_enabled, render_json, render_junit, render_lcov, render_t
 
 /// Errors of loading a test suite. Each stops the run before any case runs (exit code 2).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TestError {
     /// The rules folder did not load (compile error, bad `rules.toml`, not a folder).
     #[error("the rules did not load: {0}")]

@@ -29,6 +29,7 @@ pub use signer::{Jwt, SignedView, Signer, PLAYGROUND_ISSUER};
 
 /// Why a run could not start (a failed pipeline is a [`RunReport`], not an error).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PipelineError {
     /// `user` or `context` is not a JSON object (or not valid JSON text).
     #[error("{field}: {message}")]

@@ -106,6 +106,7 @@ impl std::fmt::Debug for HooksConfig {
 
 /// Why a hook request was refused before the rules ran, or why they could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HookError {
     /// The credential header is missing or wrong.
     #[error("missing or invalid credentials")]
