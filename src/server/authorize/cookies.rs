@@ -2,6 +2,8 @@
 //! written through axum-extra's [`CookieJar`] (a handler returns the jar with its answer, which
 //! adds the `Set-Cookie` headers).
 
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use axum_extra::extract::CookieJar;
 
@@ -77,4 +79,15 @@ pub(super) fn csrf_ok(jar: &CookieJar, submitted: &str) -> bool {
     jar.get(CSRF_COOKIE).is_some_and(|c| {
         !submitted.is_empty() && secret_eq(c.value().as_bytes(), submitted.as_bytes())
     })
+}
+
+/// The answer to a form whose CSRF token is missing or wrong: 403 and a page saying so.
+pub(super) fn csrf_refused() -> Response {
+    pages::html(
+        StatusCode::FORBIDDEN,
+        pages::error_page(
+            "Request refused",
+            "The form's security token is missing or wrong. Go back and try again.",
+        ),
+    )
 }

@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use super::super::throttle::{AccountKey, Refused};
 use super::super::{pages, ClientIp, Shared};
-use super::cookies::{cookie, csrf_ok, csrf_token, session_user, Session, SESSION_COOKIE};
+use super::cookies::{
+    cookie, csrf_ok, csrf_refused, csrf_token, session_user, Session, SESSION_COOKIE,
+};
 use super::finish::{finish, Approved};
 use super::{client_name, proceed, validate};
 use crate::crypto::{random_token, sha256_hex};
@@ -170,13 +172,7 @@ pub async fn consent(
         Err(e) => return e.into_response(),
     };
     if !csrf_ok(&jar, &form.csrf) {
-        return pages::html(
-            StatusCode::FORBIDDEN,
-            pages::error_page(
-                "Request refused",
-                "The form's security token is missing or wrong. Go back and try again.",
-            ),
-        );
+        return csrf_refused();
     }
     let Some(session) = session_user(&state, &jar).await else {
         // The session ended: start over, which shows the login page.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::super::{pages, Shared};
-use super::cookies::{cookie, csrf_ok, csrf_token, session_user, SESSION_COOKIE};
+use super::cookies::{cookie, csrf_ok, csrf_refused, csrf_token, session_user, SESSION_COOKIE};
 use crate::crypto::sha256_hex;
 
 /// The `sub` of an ID token this server issued to one of its clients, for `id_token_hint`
@@ -113,13 +113,7 @@ pub async fn logout_confirmed(
     Form(form): Form<LogoutForm>,
 ) -> Response {
     if !csrf_ok(&jar, &form.csrf) {
-        return pages::html(
-            StatusCode::FORBIDDEN,
-            pages::error_page(
-                "Request refused",
-                "The form's security token is missing or wrong. Go back and try again.",
-            ),
-        );
+        return csrf_refused();
     }
     end_session(&state, jar).await
 }
