@@ -5,6 +5,11 @@
 //! process and of the machine), `busy_timeout` 5 s (another process holding the write lock is
 //! waited for), foreign keys on. Statements are prepared once per connection and cached.
 //!
+//! Reads do not queue for that thread: WAL lets readers run beside the writer, so a read runs
+//! at once on the caller's thread, on one of a few read-only connections kept for reuse
+//! ([`Readers`]). A read needs microseconds (every one is an indexed lookup); the hand-off to
+//! the connection thread and back cost more than that in wake-ups and context switches.
+//!
 //! SQLite admits one writer at a time, and with `synchronous = FULL` every commit costs an fsync.
 //! So the thread runs every write queued at a moment in one transaction and commits once — group
 //! commit ([`writer`]). Every caller gets its answer only after that commit returned, so
@@ -39,12 +44,51 @@ const QUEUE: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection: every statement of this engine.
 const STATEMENTS: usize = 64;
+/// Idle read connections kept for reuse (about one per thread that reads at the same time).
+const IDLE_READERS: usize = 8;
 
-/// SQLite store: the channel to the connection thread, and the in-process key lock.
+/// SQLite store: the channel to the connection thread, the read connections, and the
+/// in-process key lock.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
     key_lock: Arc<Mutex<()>>,
+}
+
+/// Read-only connections (`query_only`), each used by one caller at a time: taken from the idle
+/// list or opened, and put back after a read that did not fail on the connection itself.
+struct Readers {
+    opener: Opener,
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().map(|mut idle| idle.pop()).ok().flatten();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.opener.open_reader()?,
+        };
+        let result = f(&conn);
+        // A connection that failed (I/O, corruption) is dropped, not reused: the next read opens
+        // a fresh one, as the connection thread reopens its own.
+        let broken = matches!(
+            result,
+            Err(StoreError::Unavailable { .. } | StoreError::Database { .. })
+        );
+        if !broken {
+            if let Ok(mut idle) = self.idle.lock() {
+                if idle.len() < IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+        }
+        result
+    }
 }
 
 /// Maps a rusqlite error, telling connection trouble (`Unavailable`) and duplicates
@@ -86,6 +130,7 @@ fn writer_gone() -> StoreError {
 }
 
 /// Opens (and reopens, after a failure) the connection with this engine's settings.
+#[derive(Clone)]
 pub(super) struct Opener {
     path: PathBuf,
 }
@@ -104,6 +149,19 @@ impl Opener {
             .map_err(db)?;
         c.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         c.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        Ok(c)
+    }
+
+    /// A read connection: the file exists and is in WAL mode (the connection thread set it, and
+    /// it persists in the file); `query_only` makes any write through it an error.
+    fn open_reader(&self) -> Result<Connection, StoreError> {
+        // NO_MUTEX: one caller at a time (`Readers`). READ_WRITE: a WAL reader writes the
+        // `-shm` index.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let c = Connection::open_with_flags(&self.path, flags).map_err(db)?;
+        c.busy_timeout(BUSY_TIMEOUT).map_err(db)?;
+        c.set_prepared_statement_cache_capacity(STATEMENTS);
+        c.pragma_update(None, "query_only", "ON").map_err(db)?;
         Ok(c)
     }
 }
@@ -178,6 +236,10 @@ impl SqliteStore {
     async fn open_with(path: PathBuf) -> Result<SqliteStore, StoreError> {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let readers = Arc::new(Readers {
+            opener: Opener { path: path.clone() },
+            idle: std::sync::Mutex::new(Vec::new()),
+        });
         std::thread::Builder::new()
             .name("claimrules-sqlite".into())
             .spawn(move || {
@@ -200,12 +262,24 @@ impl SqliteStore {
         ready_rx.await.unwrap_or_else(|_| Err(writer_gone()))?;
         Ok(SqliteStore {
             jobs,
+            readers,
             key_lock: Arc::new(Mutex::new(())),
         })
     }
 
-    /// Runs `f` on the connection thread outside any transaction (it sees committed data only).
+    /// Runs `f` at once on a read connection ([`Readers`]): it sees committed data only, as a
+    /// read on the connection thread (which runs reads between its transactions) did.
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read(f)
+    }
+
+    /// Runs `f` on the connection thread outside any transaction: a read that also proves the
+    /// thread and its connection serve (the readiness probe).
+    async fn read_on_writer<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -282,7 +356,7 @@ impl SqliteStore {
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|c| stmt::one(c, "SELECT 1", [], |_| Ok(())))
+        self.read_on_writer(|c| stmt::one(c, "SELECT 1", [], |_| Ok(())))
             .await
     }
 }
