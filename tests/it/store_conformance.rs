@@ -761,7 +761,7 @@ async fn early_redemption(db: &TestDb) {
 /// A purge runs in bounded steps (`src/store/purge.rs`): more expired rows of every kind than
 /// one step takes are all deleted, and what lives between them in key order stays.
 async fn purge_in_steps_deletes_everything_expired(db: &TestDb) {
-    const EXPIRED: usize = 1_100; // over two steps of 500
+    const EXPIRED: usize = 1_100; // over several steps (src/store/purge.rs BATCH)
     let g = grant("auth0|p");
     let mut writes = tokio::task::JoinSet::new();
     for i in 0..EXPIRED {

@@ -100,7 +100,9 @@ pub(super) async fn grant(
             .and_then(|a| state.config.api(a))
             .cloned(),
     );
-    let g = grant.clone();
+    // Moved into the blocking task, not cloned: nothing below needs it (a deep copy of the
+    // stored claims per refresh otherwise).
+    let g = grant;
     let slot = state
         .rule_slots
         .acquire_slot(&client.client_id)
