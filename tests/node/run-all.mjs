@@ -1,5 +1,6 @@
-// Runs the interoperability tests one after the other against the release binaries (built
-// beforehand: `cargo build --release --bin claimrules --examples`; this script builds nothing),
+// Runs the interoperability tests one after the other against the built binaries (release by
+// default; CLAIMRULES_PROFILE=debug for target/debug, as scripts/test does; see lib/harness.mjs;
+// this script builds nothing),
 // stops every process it started, and exits non-zero on any failure.
 //
 //   node run-all.mjs [NAME...]      # NAME: jose, openid-client, browser, playground (default: all)

@@ -1,7 +1,8 @@
-// Starts and stops the release binaries (token server, example API, example web app) on free
-// loopback ports, writes their tenant config, and drives the login and consent forms with a
-// cookie-keeping fetch. Nothing here builds anything: `cargo build --release --bin claimrules
-// --examples` must have run (scripts/test does it).
+// Starts and stops the binaries (token server, example API, example web app) on free loopback
+// ports, writes their tenant config, and drives the login and consent forms with a
+// cookie-keeping fetch. Nothing here builds anything: `cargo build --bin claimrules --examples`
+// must have run for the profile chosen by CLAIMRULES_PROFILE (`release` by default; scripts/test
+// sets `debug`, whose binaries `cargo test` has already built, sparing a release build).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -12,11 +13,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** Cargo profile folder of the binaries under test (target/PROFILE/). */
+const PROFILE = process.env.CLAIMRULES_PROFILE || 'release';
 const TARGET = process.env.CARGO_TARGET_DIR ? resolve(process.env.CARGO_TARGET_DIR) : join(ROOT, 'target');
 export const BIN = {
-  claimrules: join(TARGET, 'release', 'claimrules'),
-  protectedApi: join(TARGET, 'release', 'examples', 'protected_api'),
-  webapp: join(TARGET, 'release', 'examples', 'webapp'),
+  claimrules: join(TARGET, PROFILE, 'claimrules'),
+  protectedApi: join(TARGET, PROFILE, 'examples', 'protected_api'),
+  webapp: join(TARGET, PROFILE, 'examples', 'webapp'),
 };
 export const ARTIFACTS = join(ROOT, 'test-artifacts');
 const LOGS = join(ARTIFACTS, 'logs');
@@ -51,7 +54,7 @@ export function requireBinaries() {
   const missing = Object.values(BIN).filter((p) => !existsSync(p));
   if (missing.length) {
     throw new Error(
-      `missing ${missing.join(', ')}: run \`cargo build --release --bin claimrules --examples\` first`,
+      `missing ${missing.join(', ')}: run \`cargo build ${PROFILE === 'release' ? '--release' : `--profile ${PROFILE === 'debug' ? 'dev' : PROFILE}`} --bin claimrules --examples\` first`,
     );
   }
 }
