@@ -16,6 +16,9 @@
 //! concurrency until the CPU, not the disk, is the limit. The bench also prints the disk's own
 //! fdatasync rate so the figures can be compared across machines.
 
+#[path = "common/cpu.rs"]
+mod cpu;
+
 use std::time::{Duration, Instant};
 
 use claimrules::store::{Grant, Rotation, Store};
@@ -148,24 +151,12 @@ fn fsync_rate(dir: &std::path::Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// CPU time of the whole process so far (user + system, every thread).
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
 /// The fixed workload: `total` rotations over `tasks` chains, CPU per rotation.
 async fn fixed_workload(store: &Store, total: u64, tasks: usize) {
     let per_task = total.div_ceil(tasks as u64);
-    let (cpu0, wall0) = (cpu_time(), Instant::now());
+    let (cpu0, wall0) = (cpu::cpu_time(), Instant::now());
     let (_, lat) = rotations(store, tasks, "fixed", 0, Some(per_task)).await;
-    let (cpu, wall) = (cpu_time() - cpu0, wall0.elapsed());
+    let (cpu, wall) = (cpu::cpu_time() - cpu0, wall0.elapsed());
     let n = lat.len() as f64;
     println!(
         "sqlite     fixed tasks={tasks:<3} rotations={} wall {:.2} s  {:>8.0} ops/s  CPU {:.1} us/rotation  p50 {:.2} ms  p99 {:.2} ms",

@@ -15,6 +15,9 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+#[path = "common/cpu.rs"]
+mod cpu;
+
 use std::time::{Duration, Instant};
 
 use claimrules::config::SigningAlg;
@@ -33,15 +36,6 @@ fn env_num(k: &str, d: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(d)
-}
-
-/// CPU seconds (user + system) this process used so far, all threads.
-fn process_cpu() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// Signs/s of one key on `threads` threads for `secs`.
@@ -227,7 +221,7 @@ async fn exchange_run(alg: SigningAlg, secs: u64, concurrency: usize) -> (f64, f
     }
     let codes = Arc::new(codes);
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu0 = process_cpu();
+    let cpu0 = cpu::cpu_time();
     let start = Instant::now();
     let end = start + Duration::from_secs(secs);
     let tasks: Vec<_> = (0..concurrency)
@@ -263,7 +257,7 @@ async fn exchange_run(alg: SigningAlg, secs: u64, concurrency: usize) -> (f64, f
         all.extend(t.await.unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let cpu_us = (process_cpu() - cpu0) * 1e6 / all.len().max(1) as f64;
+    let cpu_us = (cpu::cpu_time() - cpu0).as_secs_f64() * 1e6 / all.len().max(1) as f64;
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     (
         all.len() as f64 / elapsed,

@@ -55,15 +55,16 @@ impl AuthorizeError {
         else {
             return None;
         };
-        let mut params = vec![
+        let answer = [
             ("error", code.as_str()),
             ("error_description", description.as_str()),
         ];
-        if let Some(s) = state.as_deref() {
-            params.push(("state", s));
-        }
-        params.push(("iss", iss.as_str()));
-        Some(with_params(redirect_uri, &params))
+        Some(answer_location(
+            redirect_uri,
+            &answer,
+            state.as_deref(),
+            iss,
+        ))
     }
 }
 
@@ -87,13 +88,23 @@ impl CodeResponse {
 
     /// The `Location`: the redirect URI with `code`, `state` and `iss`.
     pub fn location(&self, redirect_uri: &str) -> String {
-        let mut params = vec![("code", self.code.as_str())];
-        if let Some(s) = self.state.as_deref() {
-            params.push(("state", s));
-        }
-        params.push(("iss", self.iss.as_str()));
-        with_params(redirect_uri, &params)
+        let answer = [("code", self.code.as_str())];
+        answer_location(redirect_uri, &answer, self.state.as_deref(), &self.iss)
     }
+}
+
+/// The `Location` of an authorization answer: its parameters, then `state` when the request had
+/// one and `iss` (RFC 9207 §2), on the redirect URI.
+fn answer_location(
+    redirect_uri: &str,
+    answer: &[(&str, &str)],
+    state: Option<&str>,
+    iss: &str,
+) -> String {
+    let mut params = answer.to_vec();
+    params.extend(state.map(|s| ("state", s)));
+    params.push(("iss", iss));
+    with_params(redirect_uri, &params)
 }
 
 /// Appends form-encoded query parameters to a redirect URI that may already carry a query

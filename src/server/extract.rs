@@ -50,6 +50,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
+/// Whether the `Host` header names this machine: `localhost`, a loopback IPv4 address or
+/// `[::1]`, with or without a port; false when it is missing or not text.
+pub(crate) fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `context.request` of a rule run: the given query and body, the client IP, the `Host` name
 /// without port, and the `User-Agent`.
 pub(crate) fn rule_request(
@@ -95,5 +111,47 @@ pub(crate) fn behind_admin_token(
             Json(json!({"error": "unauthorized", "error_description": "missing or invalid admin token"})),
         )
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both users of the check: the hooks' unauthenticated-loopback mode and the playground's
+    /// DNS-rebinding guard.
+    #[test]
+    fn only_loopback_hosts_count_as_this_machine() {
+        let check = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, host.parse().unwrap());
+            loopback_host(&h)
+        };
+        for ok in [
+            "localhost",
+            "LOCALHOST:3000",
+            "localhost:1",
+            "127.0.0.1",
+            "127.0.0.1:3000",
+            "[::1]:3000",
+            "[::1]:80",
+            "127.9.9.9",
+        ] {
+            assert!(check(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:3000",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example",
+            "[::2]",
+            "[::2]:1",
+            "",
+            "10.0.0.1",
+            "10.0.0.1:3030",
+        ] {
+            assert!(!check(bad), "{bad}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()), "no Host header");
     }
 }

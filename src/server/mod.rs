@@ -21,7 +21,7 @@ pub use authorize::{validate as validate_authorize_query, AuthzRequest};
 pub use setup::{app, open_store, prepare, Prepared, ServeError, ServeOptions, DEFAULT_ADDR};
 pub use state::{AppState, RuleSlots, RunSlot, Shared, RULE_RUNS_PER_CLIENT};
 
-pub(crate) use extract::{rule_request, ClientIp};
+pub(crate) use extract::{loopback_host, rule_request, ClientIp};
 pub(crate) use state::cpu_bound_thread;
 
 use std::net::SocketAddr;

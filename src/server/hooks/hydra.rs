@@ -240,14 +240,7 @@ pub(super) async fn handle(State(st): State<HookState>, req: Request) -> Respons
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let reserved = st
-        .rules
-        .current()
-        .set
-        .options()
-        .namespace
-        .reserved_hosts
-        .clone();
+    let reserved = st.reserved_hosts();
     let mapped = map_request(&parsed, &reserved);
     let (version, result) =
         match run_rules(&st.rules, mapped.user.clone(), mapped.context.clone()).await {

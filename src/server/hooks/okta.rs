@@ -244,14 +244,7 @@ pub(super) async fn handle(State(st): State<HookState>, req: Request) -> Respons
         ))
         .into_response();
     }
-    let reserved = st
-        .rules
-        .current()
-        .set
-        .options()
-        .namespace
-        .reserved_hosts
-        .clone();
+    let reserved = st.reserved_hosts();
     let (user, context, id_before, access_before) = map_event(&ev, &reserved);
     let user_id = user["user_id"].as_str().unwrap_or("").to_owned();
     let (version, result) = match run_rules(&st.rules, user, context).await {

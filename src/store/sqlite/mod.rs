@@ -269,11 +269,10 @@ impl SqliteStore {
 
     /// Runs `f` at once on a read connection ([`Readers`]): it sees committed data only, as a
     /// read on the connection thread (which runs reads between its transactions) did.
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
+    async fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.readers.read(f)
     }
 
