@@ -292,6 +292,12 @@ impl RuleSet {
         self.http.as_ref()
     }
 
+    /// Whether a run may wait on the network: `http_get` and friends are enabled (an `[http]`
+    /// table with `allow` entries). Without, every run is CPU work bounded by the sandbox.
+    pub fn may_call_out(&self) -> bool {
+        self.http.as_ref().is_some_and(http::HttpConfig::enabled)
+    }
+
     /// Names of all rules in order, disabled ones included.
     pub fn names(&self) -> Vec<String> {
         self.rules.iter().map(|r| r.name.clone()).collect()

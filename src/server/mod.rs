@@ -3,6 +3,7 @@
 //! ([`telemetry`]); and the assembly of a whole tenant from its configuration ([`setup`]).
 
 mod authorize;
+pub mod cpu;
 mod discovery;
 pub mod errors;
 mod extract;

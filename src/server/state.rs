@@ -51,9 +51,10 @@ pub(crate) fn cpu_bound_thread() {
     }
 }
 
-/// Concurrent rule runs allowed per client. Rules run on the bounded blocking pool; a client
-/// whose rule loops until its budget could otherwise fill every blocking thread with its own
-/// requests and make every other client's login wait behind it.
+/// Concurrent rule runs allowed per client. Rules run on a runtime worker or on the bounded
+/// blocking pool ([`crate::server::cpu`]); a client whose rule loops until its budget, or waits
+/// on a slow API, could otherwise fill every thread with its own requests and make every other
+/// client's login wait behind it.
 pub const RULE_RUNS_PER_CLIENT: usize = 2;
 
 /// Per-client limits on concurrent rule runs (client ids come from the configuration, so the

@@ -74,25 +74,26 @@ pub(super) async fn finish(state: &Shared, login: Approved<'_>) -> Response {
             "the login could not be completed",
         );
     };
-    let traced = tokio::task::spawn_blocking(move || {
-        super::super::cpu_bound_thread();
-        let mut treq = TokenRequest::for_client(&client_owned, rule_user)
-            .scopes(scopes)
-            .auth_time(auth_time)
-            .protocol(Protocol::AuthorizationCode)
-            .request(req_copy)
-            .logins_count(logins)
-            .session_id(sid);
-        if let Some(api) = &api_owned {
-            treq = treq.api(api);
-        }
-        treq.nonce = nonce;
-        // A rule waiting on an API gives its slot up meanwhile (see `RuleSlots`).
-        crate::rules::http::with_wait_slot(slot, || {
-            issuer.run_rules_traced(&treq, issuer.context(&treq))
+    let may_wait = issuer.rules().current().set.may_call_out();
+    let traced = crate::server::cpu::CpuLane::shared()
+        .run(may_wait, move || {
+            let mut treq = TokenRequest::for_client(&client_owned, rule_user)
+                .scopes(scopes)
+                .auth_time(auth_time)
+                .protocol(Protocol::AuthorizationCode)
+                .request(req_copy)
+                .logins_count(logins)
+                .session_id(sid);
+            if let Some(api) = &api_owned {
+                treq = treq.api(api);
+            }
+            treq.nonce = nonce;
+            // A rule waiting on an API gives its slot up meanwhile (see `RuleSlots`).
+            crate::rules::http::with_wait_slot(slot, || {
+                issuer.run_rules_traced(&treq, issuer.context(&treq))
+            })
         })
-    })
-    .await;
+        .await;
     let outcome = match traced {
         Ok((result, metadata)) => {
             // Stored on success and before a denial (a rule may count refused attempts);

@@ -269,7 +269,8 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| HookError::Malformed(e.to_string()))
 }
 
-/// Runs the serving rule set on a blocking thread; returns the version used and the result.
+/// Runs the serving rule set (inline or on the blocking pool, see [`crate::server::cpu`]);
+/// returns the version used and the result.
 async fn run_rules(
     rules: &HotRules,
     user: Value,
@@ -277,12 +278,11 @@ async fn run_rules(
 ) -> Result<(u64, Result<Outcome, RuleError>), HookError> {
     let loaded = rules.current();
     let version = loaded.version;
-    let result = tokio::task::spawn_blocking(move || {
-        crate::server::cpu_bound_thread();
-        loaded.set.run(user, context)
-    })
-    .await
-    .map_err(|e| HookError::Internal(e.to_string()))?;
+    let may_wait = loaded.set.may_call_out();
+    let result = crate::server::cpu::CpuLane::shared()
+        .run(may_wait, move || loaded.set.run(user, context))
+        .await
+        .map_err(|e| HookError::Internal(e.to_string()))?;
     Ok((version, result))
 }
 

@@ -161,7 +161,7 @@ fn offline_allowed(state: &Shared, client: &ClientConfig, grant: &Grant) -> bool
             .is_some_and(|a| a.allow_offline_access)
 }
 
-/// Signs the tokens of a grant on the blocking pool.
+/// Signs the tokens of a grant (on the worker, or the blocking pool when signing is slow).
 async fn sign(
     state: &Shared,
     client: &ClientConfig,
@@ -177,25 +177,26 @@ async fn sign(
         .and_then(|a| state.config.api(a))
         .cloned();
     let grant = grant.clone();
-    tokio::task::spawn_blocking(move || {
-        super::cpu_bound_thread();
-        let req = token_request(
-            &client,
-            api.as_ref(),
-            &grant,
-            claims.user.clone(),
-            protocol,
-            Value::Null,
-            0,
-        );
-        issuer.sign(&req, &claims)
-    })
-    .await
-    .map_err(|_| TokenError::server_error())?
-    .map_err(|e| {
-        tracing::error!(error = %e, "signing failed");
-        TokenError::server_error()
-    })
+    // Signing only: bounded CPU work, run inline unless signing was slow lately (crate::server::cpu).
+    crate::server::cpu::CpuLane::shared()
+        .run(false, move || {
+            let req = token_request(
+                &client,
+                api.as_ref(),
+                &grant,
+                claims.user.clone(),
+                protocol,
+                Value::Null,
+                0,
+            );
+            issuer.sign(&req, &claims)
+        })
+        .await
+        .map_err(|_| TokenError::server_error())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing failed");
+            TokenError::server_error()
+        })
 }
 
 /// The issuer's request for a stored grant.

@@ -108,31 +108,34 @@ pub(super) async fn grant(
         .acquire_slot(&client.client_id)
         .await
         .ok_or_else(TokenError::server_error)?;
-    // Rules and both signatures in one blocking task (one thread hand-off per request). The
-    // tokens are only returned after the rotation below is committed, so none leaves the server
-    // without its state stored; a lost race merely wastes two signatures.
+    // Rules and both signatures in one task: inline on this worker, or one hand-off to the
+    // blocking pool when the rules may wait on the network or ran slow lately
+    // (crate::server::cpu). The tokens are only returned after the rotation below is committed,
+    // so none leaves the server without its state stored; a lost race merely wastes two
+    // signatures.
     let user_id = user.user_id.clone();
-    let (issued, metadata) = tokio::task::spawn_blocking(move || {
-        super::super::cpu_bound_thread();
-        let req = token_request(
-            &client_owned,
-            api.as_ref(),
-            &g,
-            rule_user,
-            Protocol::RefreshToken,
-            request,
-            logins,
-        );
-        let (result, metadata) = crate::rules::http::with_wait_slot(slot, || {
-            issuer.run_rules_traced(&req, issuer.context(&req))
-        });
-        let issued = result
-            .map_err(IssueError::from)
-            .and_then(|claims| issuer.sign(&req, &claims));
-        (issued, metadata)
-    })
-    .await
-    .map_err(|_| TokenError::server_error())?;
+    let may_wait = issuer.rules().current().set.may_call_out();
+    let (issued, metadata) = crate::server::cpu::CpuLane::shared()
+        .run(may_wait, move || {
+            let req = token_request(
+                &client_owned,
+                api.as_ref(),
+                &g,
+                rule_user,
+                Protocol::RefreshToken,
+                request,
+                logins,
+            );
+            let (result, metadata) = crate::rules::http::with_wait_slot(slot, || {
+                issuer.run_rules_traced(&req, issuer.context(&req))
+            });
+            let issued = result
+                .map_err(IssueError::from)
+                .and_then(|claims| issuer.sign(&req, &claims));
+            (issued, metadata)
+        })
+        .await
+        .map_err(|_| TokenError::server_error())?;
     state
         .store
         .update_user_metadata(&user_id, &metadata)
