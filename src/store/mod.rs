@@ -184,6 +184,19 @@ impl Store {
         dispatch!(self, s => s.rotate_refresh(old_hash, new_hash, now, new_expires_at) .await)
     }
 
+    /// [`Store::rotate_refresh`] without reading the family's grant, for a caller that read it
+    /// already ([`Store::refresh_grant`], as the token endpoint does before it runs the rules):
+    /// the same transaction and outcomes, minus decoding the stored grant on the write path.
+    pub async fn rotate_refresh_without_grant(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+    ) -> Result<Rotation<()>, StoreError> {
+        dispatch!(self, s => s.rotate_refresh_without_grant(old_hash, new_hash, now, new_expires_at).await)
+    }
+
     /// Revokes every refresh token of a family (no-op for an unknown family).
     pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.revoke_family(family).await)

@@ -59,6 +59,19 @@ const ROTATE: &str = "WITH old AS ( \
          SELECT $3, family, $4 FROM old) \
      SELECT family, grant_json FROM old";
 
+/// [`ROTATE`] without the grant: the family only (`Store::rotate_refresh_without_grant`).
+const ROTATE_WITHOUT_GRANT: &str = "WITH old AS ( \
+         UPDATE refresh_tokens t SET used_at = $1 \
+         FROM refresh_families f \
+         WHERE t.token_hash = $2 AND t.used_at IS NULL \
+           AND (t.expires_at IS NULL OR t.expires_at > $1) \
+           AND f.family = t.family AND NOT f.revoked \
+         RETURNING t.family), \
+     new AS ( \
+         INSERT INTO refresh_tokens (token_hash, family, expires_at) \
+         SELECT $3, family, $4 FROM old) \
+     SELECT family FROM old";
+
 /// A statement with its parameters bound.
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
@@ -232,8 +245,34 @@ impl PgStore {
                 family,
             });
         }
-        // Not rotated: a token's state only moves forward (used, revoked, expired), so reading it
-        // after the failed update classifies it correctly.
+        self.not_rotated(old_hash).await
+    }
+
+    pub(crate) async fn rotate_refresh_without_grant(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+    ) -> Result<Rotation<()>, StoreError> {
+        let rotated: Option<(String,)> = sqlx::query_as(ROTATE_WITHOUT_GRANT)
+            .bind(now)
+            .bind(old_hash)
+            .bind(new_hash)
+            .bind(new_expires_at)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        if let Some((family,)) = rotated {
+            return Ok(Rotation::Rotated { grant: (), family });
+        }
+        self.not_rotated(old_hash).await
+    }
+
+    /// Why a token was not rotated. A token's state only moves forward (used, revoked,
+    /// expired), so reading it after the failed update classifies it correctly; a used one
+    /// revokes its family (reuse).
+    async fn not_rotated<G>(&self, old_hash: &str) -> Result<Rotation<G>, StoreError> {
         let state: Option<(String, Option<i64>, bool)> = sqlx::query_as(sql::REFRESH_STATE)
             .bind(old_hash)
             .fetch_optional(&self.pool)

@@ -97,15 +97,18 @@ pub enum CodeRedemption {
     },
 }
 
-/// The result of presenting a refresh token for rotation.
+/// The result of presenting a refresh token for rotation. `G` is what is told of the family's
+/// grant: the [`Grant`] itself ([`Store::rotate_refresh`](super::Store::rotate_refresh)), or
+/// `()` when the caller read it before
+/// ([`Store::rotate_refresh_without_grant`](super::Store::rotate_refresh_without_grant)).
 // Returned once per request and matched at once: boxing the grant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-pub enum Rotation {
+pub enum Rotation<G = Grant> {
     /// The old token is now used and the new one is valid in the same family.
     Rotated {
         /// The grant the family stands for.
-        grant: Grant,
+        grant: G,
         /// The family (grant id).
         family: String,
     },

@@ -414,6 +414,76 @@ async fn reuse_revokes_family(db: &TestDb) {
     assert_eq!(s.refresh_grant("o1", NOW).await.unwrap(), Some(g));
 }
 
+/// `rotate_refresh_without_grant` has every outcome of `rotate_refresh` (rotated, unknown,
+/// expired, reused with the family revoked, revoked, a taken new hash leaving the old token
+/// valid), only without the grant.
+async fn rotation_without_grant(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_refresh("r1", "fam", &g, Some(NOW + 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.rotate_refresh_without_grant("r1", "r2", NOW, Some(NOW + 200))
+            .await
+            .unwrap(),
+        Rotation::Rotated {
+            grant: (),
+            family: "fam".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("r1", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.refresh_grant("r2", NOW + 150).await.unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(s.refresh_grant("r2", NOW + 200).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh_without_grant("missing", "x", NOW, None)
+            .await
+            .unwrap(),
+        Rotation::Unknown
+    );
+    s.put_refresh("old", "fam2", &g, Some(NOW)).await.unwrap();
+    assert_eq!(
+        s.rotate_refresh_without_grant("old", "x", NOW, None)
+            .await
+            .unwrap(),
+        Rotation::Expired
+    );
+    // A taken new hash fails the rotation and leaves the old token valid.
+    s.put_refresh("taken", "fam3", &g, None).await.unwrap();
+    s.put_refresh("keep", "fam3", &g, None).await.unwrap();
+    assert!(matches!(
+        s.rotate_refresh_without_grant("keep", "taken", NOW, None)
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(s.refresh_grant("keep", NOW).await.unwrap(), Some(g.clone()));
+    // Reuse of r1 revokes its family: r2 is refused afterwards, by either method.
+    assert_eq!(
+        s.rotate_refresh_without_grant("r1", "evil", NOW, None)
+            .await
+            .unwrap(),
+        Rotation::Reused {
+            family: "fam".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("r2", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh_without_grant("r2", "r3", NOW, None)
+            .await
+            .unwrap(),
+        Rotation::Revoked
+    );
+    assert_eq!(
+        s.rotate_refresh("r2", "r3", NOW, None).await.unwrap(),
+        Rotation::Revoked
+    );
+    // The other family is untouched.
+    assert_eq!(s.refresh_grant("keep", NOW).await.unwrap(), Some(g));
+}
+
 async fn revoked_family_refused(db: &TestDb) {
     let s = &db.store;
     let g = grant("auth0|a");
@@ -860,6 +930,7 @@ conformance!(
     concurrent_rotation,
     reuse_revokes_family,
     revoked_family_refused,
+    rotation_without_grant,
     consent_subset_superset,
     sessions_expiry,
     login_counter,

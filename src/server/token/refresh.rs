@@ -39,7 +39,7 @@ pub(super) async fn grant(
         // family on reuse (RFC 9700 §4.14.2).
         let outcome = state
             .store
-            .rotate_refresh(&old_hash, &sha256_hex(&random_token(32)), now, None)
+            .rotate_refresh_without_grant(&old_hash, &sha256_hex(&random_token(32)), now, None)
             .await
             .map_err(store_failed)?;
         if let Rotation::Reused { .. } = outcome {
@@ -151,7 +151,7 @@ pub(super) async fn grant(
     let new_token = random_token(32);
     match state
         .store
-        .rotate_refresh(
+        .rotate_refresh_without_grant(
             &old_hash,
             &sha256_hex(&new_token),
             now,
