@@ -146,8 +146,18 @@ pub(crate) fn over_memory() -> bool {
 
 /// Deadlines of the runs in progress, earliest first, with the flag to set when each passes.
 struct Watchdog {
-    due: Mutex<BTreeMap<(Instant, u64), Arc<AtomicBool>>>,
+    due: Mutex<Due>,
     wake: Condvar,
+}
+
+/// The watchdog's queue and when it will look at it next.
+#[derive(Default)]
+struct Due {
+    runs: BTreeMap<(Instant, u64), Arc<AtomicBool>>,
+    /// When the watchdog wakes up next on its own; `None` while it waits for a first deadline.
+    /// A run whose deadline comes later needs no wake-up: the watchdog sees it then. (Waking it
+    /// on every run cost two thread switches per run, more than a short rule itself.)
+    planned: Option<Instant>,
 }
 
 /// The watchdog, started on first use; `None` if its thread could not be spawned (then
@@ -156,7 +166,7 @@ fn watchdog() -> Option<&'static Watchdog> {
     static W: OnceLock<Option<&'static Watchdog>> = OnceLock::new();
     *W.get_or_init(|| {
         let w: &'static Watchdog = Box::leak(Box::new(Watchdog {
-            due: Mutex::new(BTreeMap::new()),
+            due: Mutex::new(Due::default()),
             wake: Condvar::new(),
         }));
         std::thread::Builder::new()
@@ -171,13 +181,14 @@ fn watch(w: &'static Watchdog) {
     let Ok(mut due) = w.due.lock() else { return };
     loop {
         let now = Instant::now();
-        while let Some(entry) = due.first_entry() {
+        while let Some(entry) = due.runs.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             entry.remove().store(true, Ordering::Relaxed);
         }
-        let next = due.keys().next().map(|(t, _)| *t);
+        let next = due.runs.keys().next().map(|(t, _)| *t);
+        due.planned = next;
         due = match next {
             Some(t) => match w.wake.wait_timeout(due, t.saturating_duration_since(now)) {
                 Ok((g, _)) => g,
@@ -210,9 +221,9 @@ pub(crate) fn arm(deadline: Instant) {
     ARMED.with(|a| a.set(Some(key)));
     if let Some(w) = watchdog() {
         if let Ok(mut due) = w.due.lock() {
-            let first = due.keys().next().is_none_or(|k| key < *k);
-            due.insert(key, flag);
-            if first {
+            due.runs.insert(key, flag);
+            if due.planned.is_none_or(|planned| deadline < planned) {
+                due.planned = Some(deadline);
                 w.wake.notify_one();
             }
         }
@@ -224,7 +235,7 @@ pub(crate) fn disarm() {
     if let Some(key) = ARMED.with(|a| a.take()) {
         if let Some(w) = watchdog() {
             if let Ok(mut due) = w.due.lock() {
-                due.remove(&key);
+                due.runs.remove(&key);
             }
         }
     }
@@ -337,6 +348,28 @@ mod tests {
         disarm();
         std::thread::sleep(Duration::from_millis(60));
         assert!(!late(), "a disarmed deadline never fires");
+    }
+
+    #[test]
+    fn an_earlier_deadline_armed_after_a_later_one_still_fires_on_time() {
+        // Another thread's run with a far deadline: the watchdog plans to wake only then.
+        let far = std::thread::spawn(|| {
+            arm(Instant::now() + Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(300));
+            let late_far = late();
+            disarm();
+            late_far
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        // This run's deadline comes first: arming it must wake the watchdog early.
+        arm(Instant::now() + Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            late(),
+            "the earlier deadline fired although a later one was planned"
+        );
+        disarm();
+        assert!(!far.join().unwrap(), "the far deadline has not passed");
     }
 
     #[test]
