@@ -161,8 +161,9 @@ async fn load(
                 if g.is_none() {
                     return Err(format!("chain {t}: live token not found"));
                 }
+                // As the token endpoint does: the grant was read just above.
                 let r = store
-                    .rotate_refresh(&current, &next, ts, exp)
+                    .rotate_refresh_without_grant(&current, &next, ts, exp)
                     .await
                     .map_err(|e| e.to_string())?;
                 if !matches!(r, Rotation::Rotated { .. }) {
