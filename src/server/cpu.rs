@@ -81,22 +81,24 @@ impl CpuLane {
         F: FnOnce() -> T + Send + 'static,
     {
         if !may_wait && self.inline_now() {
-            let started = ThreadCpu::now();
-            let out = f();
-            self.record(started.elapsed());
-            return Ok(out);
+            return Ok(self.timed(true, f));
         }
         tokio::task::spawn_blocking(move || {
             super::cpu_bound_thread();
-            let started = ThreadCpu::now();
-            let out = f();
             // Time spent waiting on the network is not CPU work a worker would have been held by.
-            if !may_wait {
-                self.record(started.elapsed());
-            }
-            out
+            self.timed(!may_wait, f)
         })
         .await
+    }
+
+    /// Runs `f`, recording its thread CPU time when `record`.
+    fn timed<T>(&self, record: bool, f: impl FnOnce() -> T) -> T {
+        let started = ThreadCpu::now();
+        let out = f();
+        if record {
+            self.record(started.elapsed());
+        }
+        out
     }
 }
 

@@ -45,32 +45,32 @@ const ENSURE_USER_METADATA: &str =
 
 /// Rotates refresh token `$2` at `$1` in one statement, hence one atomic transaction and one
 /// round trip: marks it used if valid, inserts its successor `$3` (expiring at `$4`) in the same
-/// family, returns the family and its grant. If the insert fails (duplicate new hash), the mark
+/// family, returns the family and `$grant`. If the insert fails (duplicate new hash), the mark
 /// is undone with it.
-const ROTATE: &str = "WITH old AS ( \
-         UPDATE refresh_tokens t SET used_at = $1 \
-         FROM refresh_families f \
-         WHERE t.token_hash = $2 AND t.used_at IS NULL \
-           AND (t.expires_at IS NULL OR t.expires_at > $1) \
-           AND f.family = t.family AND NOT f.revoked \
-         RETURNING t.family, f.grant_json), \
-     new AS ( \
-         INSERT INTO refresh_tokens (token_hash, family, expires_at) \
-         SELECT $3, family, $4 FROM old) \
-     SELECT family, grant_json FROM old";
+macro_rules! rotate_sql {
+    ($grant:literal) => {
+        concat!(
+            "WITH old AS ( \
+                 UPDATE refresh_tokens t SET used_at = $1 \
+                 FROM refresh_families f \
+                 WHERE t.token_hash = $2 AND t.used_at IS NULL \
+                   AND (t.expires_at IS NULL OR t.expires_at > $1) \
+                   AND f.family = t.family AND NOT f.revoked \
+                 RETURNING t.family, ",
+            $grant,
+            " AS grant_json), \
+             new AS ( \
+                 INSERT INTO refresh_tokens (token_hash, family, expires_at) \
+                 SELECT $3, family, $4 FROM old) \
+             SELECT family, grant_json FROM old"
+        )
+    };
+}
 
-/// [`ROTATE`] without the grant: the family only (`Store::rotate_refresh_without_grant`).
-const ROTATE_WITHOUT_GRANT: &str = "WITH old AS ( \
-         UPDATE refresh_tokens t SET used_at = $1 \
-         FROM refresh_families f \
-         WHERE t.token_hash = $2 AND t.used_at IS NULL \
-           AND (t.expires_at IS NULL OR t.expires_at > $1) \
-           AND f.family = t.family AND NOT f.revoked \
-         RETURNING t.family), \
-     new AS ( \
-         INSERT INTO refresh_tokens (token_hash, family, expires_at) \
-         SELECT $3, family, $4 FROM old) \
-     SELECT family FROM old";
+/// [`rotate_sql!`] returning the family's grant JSON.
+const ROTATE: &str = rotate_sql!("f.grant_json");
+/// [`rotate_sql!`] returning NULL for the grant (`Store::rotate_refresh_without_grant`).
+const ROTATE_WITHOUT_GRANT: &str = rotate_sql!("NULL::text");
 
 /// A statement with its parameters bound.
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
@@ -231,21 +231,9 @@ impl PgStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation, StoreError> {
-        let rotated: Option<(String, String)> = sqlx::query_as(ROTATE)
-            .bind(now)
-            .bind(old_hash)
-            .bind(new_hash)
-            .bind(new_expires_at)
-            .fetch_optional(&self.pool)
+        let decode = |json: Option<String>| decode_grant(&json.unwrap_or_default());
+        self.rotate(ROTATE, old_hash, new_hash, now, new_expires_at, decode)
             .await
-            .map_err(db)?;
-        if let Some((family, json)) = rotated {
-            return Ok(Rotation::Rotated {
-                grant: decode_grant(&json)?,
-                family,
-            });
-        }
-        self.not_rotated(old_hash).await
     }
 
     pub(crate) async fn rotate_refresh_without_grant(
@@ -255,7 +243,29 @@ impl PgStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation<()>, StoreError> {
-        let rotated: Option<(String,)> = sqlx::query_as(ROTATE_WITHOUT_GRANT)
+        self.rotate(
+            ROTATE_WITHOUT_GRANT,
+            old_hash,
+            new_hash,
+            now,
+            new_expires_at,
+            |_| Ok(()),
+        )
+        .await
+    }
+
+    /// One rotation by `statement` ([`rotate_sql!`]); `grant` makes what is returned of the
+    /// grant column.
+    async fn rotate<G>(
+        &self,
+        statement: &str,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+        grant: fn(Option<String>) -> Result<G, StoreError>,
+    ) -> Result<Rotation<G>, StoreError> {
+        let rotated: Option<(String, Option<String>)> = sqlx::query_as(statement)
             .bind(now)
             .bind(old_hash)
             .bind(new_hash)
@@ -263,8 +273,11 @@ impl PgStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        if let Some((family,)) = rotated {
-            return Ok(Rotation::Rotated { grant: (), family });
+        if let Some((family, json)) = rotated {
+            return Ok(Rotation::Rotated {
+                grant: grant(json)?,
+                family,
+            });
         }
         self.not_rotated(old_hash).await
     }

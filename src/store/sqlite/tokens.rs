@@ -93,18 +93,15 @@ impl SqliteStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation, StoreError> {
-        let old_hash = old_hash.to_string();
-        let new_hash = new_hash.to_string();
-        self.write(false, move |c| {
-            rotate(
-                c,
-                &old_hash,
-                &new_hash,
-                now,
-                new_expires_at,
-                |json: Option<&str>| decode_grant(json.unwrap_or_default()),
-            )
-        })
+        let decode = |json: Option<&str>| decode_grant(json.unwrap_or_default());
+        self.rotation(
+            old_hash,
+            new_hash,
+            now,
+            new_expires_at,
+            MARK_USED_READ_GRANT,
+            decode,
+        )
         .await
     }
 
@@ -115,10 +112,26 @@ impl SqliteStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation<()>, StoreError> {
+        self.rotation(old_hash, new_hash, now, new_expires_at, MARK_USED, |_| {
+            Ok(())
+        })
+        .await
+    }
+
+    /// One rotation on the connection thread (see [`rotate`]).
+    async fn rotation<G: Send + 'static>(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+        mark: &'static str,
+        grant: fn(Option<&str>) -> Result<G, StoreError>,
+    ) -> Result<Rotation<G>, StoreError> {
         let old_hash = old_hash.to_string();
         let new_hash = new_hash.to_string();
         self.write(false, move |c| {
-            rotate(c, &old_hash, &new_hash, now, new_expires_at, NoGrant)
+            rotate(c, &old_hash, &new_hash, now, new_expires_at, mark, grant)
         })
         .await
     }
@@ -182,71 +195,47 @@ fn redeem(c: &Connection, code_hash: &str, now: i64) -> Result<CodeRedemption, S
     Ok(CodeRedemption::Replayed { family })
 }
 
-/// What a rotation tells of the family's grant: the grant decoded from its JSON, or nothing.
-trait ReadGrant {
-    /// What [`Rotation::Rotated`] carries.
-    type Grant;
-    /// Whether the grant's JSON is read at all.
-    const READS: bool;
-    /// The grant from its stored JSON (`None` when not read).
-    fn grant(self, json: Option<&str>) -> Result<Self::Grant, StoreError>;
+/// Marks a valid token used and returns its family and `$grant`: the common case of a rotation
+/// in one statement.
+macro_rules! mark_used {
+    ($grant:literal) => {
+        concat!(
+            "UPDATE refresh_tokens SET used_at = ?1 \
+             WHERE token_hash = ?2 AND used_at IS NULL \
+               AND (expires_at IS NULL OR expires_at > ?1) \
+               AND NOT EXISTS (SELECT 1 FROM refresh_families f \
+                               WHERE f.family = refresh_tokens.family AND f.revoked <> 0) \
+             RETURNING family, ",
+            $grant
+        )
+    };
 }
 
-impl<F: FnOnce(Option<&str>) -> Result<Grant, StoreError>> ReadGrant for F {
-    type Grant = Grant;
-    const READS: bool = true;
-    fn grant(self, json: Option<&str>) -> Result<Grant, StoreError> {
-        self(json)
-    }
-}
+/// [`mark_used!`] returning the family's grant JSON too.
+const MARK_USED_READ_GRANT: &str = mark_used!(
+    "(SELECT grant_json FROM refresh_families f WHERE f.family = refresh_tokens.family)"
+);
+/// [`mark_used!`] returning NULL for the grant (not read).
+const MARK_USED: &str = mark_used!("NULL");
 
-/// Rotations that do not read the grant.
-struct NoGrant;
-
-impl ReadGrant for NoGrant {
-    type Grant = ();
-    const READS: bool = false;
-    fn grant(self, _: Option<&str>) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-
-/// Marks a valid token used and returns its family (and the family's grant JSON, or NULL): the
-/// common case of a rotation in one statement.
-const MARK_USED: [&str; 2] = [
-    "UPDATE refresh_tokens SET used_at = ?1 \
-     WHERE token_hash = ?2 AND used_at IS NULL \
-       AND (expires_at IS NULL OR expires_at > ?1) \
-       AND NOT EXISTS (SELECT 1 FROM refresh_families f \
-                       WHERE f.family = refresh_tokens.family AND f.revoked <> 0) \
-     RETURNING family, (SELECT grant_json FROM refresh_families f \
-                        WHERE f.family = refresh_tokens.family)",
-    "UPDATE refresh_tokens SET used_at = ?1 \
-     WHERE token_hash = ?2 AND used_at IS NULL \
-       AND (expires_at IS NULL OR expires_at > ?1) \
-       AND NOT EXISTS (SELECT 1 FROM refresh_families f \
-                       WHERE f.family = refresh_tokens.family AND f.revoked <> 0) \
-     RETURNING family, NULL",
-];
-
-/// One rotation: marks the old token used and stores the new one, or tells why not. The grant
-/// is decoded before the new token is stored, so a grant that does not decode leaves the old
-/// token valid.
-fn rotate<R: ReadGrant>(
+/// One rotation: marks the old token used with `mark` and stores the new one, or tells why
+/// not. `grant` makes what a rotation returns of the grant JSON `mark` read; it runs before the
+/// new token is stored, so a grant that does not decode leaves the old token valid.
+fn rotate<G>(
     c: &Connection,
     old_hash: &str,
     new_hash: &str,
     now: i64,
     new_expires_at: Option<i64>,
-    read: R,
-) -> Result<Rotation<R::Grant>, StoreError> {
-    let mark = MARK_USED[usize::from(!R::READS)];
+    mark: &str,
+    grant: fn(Option<&str>) -> Result<G, StoreError>,
+) -> Result<Rotation<G>, StoreError> {
     let rotated: Option<(String, Option<String>)> =
         optional(c, mark, params![now, old_hash], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
     if let Some((family, json)) = rotated {
-        let done = read.grant(json.as_deref()).and_then(|grant| {
+        let done = grant(json.as_deref()).and_then(|grant| {
             exec(
                 c,
                 sql::PUT_REFRESH,
