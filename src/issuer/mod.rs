@@ -117,6 +117,8 @@ struct Inner {
     userinfo_audience: bool,
     /// The issuer's host, reserved for claim keys on top of the rule set's own reserved hosts.
     reserved_host: Option<String>,
+    /// `context.tenant`: the issuer URL's host as written (empty when it has none), parsed once.
+    tenant: String,
     keys: ArcSwap<KeyRing>,
     rules: HotRules,
     /// The serving rule set with [`Inner::reserved_host`] added, for the version it was made from.
@@ -158,17 +160,20 @@ impl Issuer {
         } else {
             format!("{issuer_url}/")
         };
-        let reserved_host = reserve_host
-            .then(|| url::Url::parse(&issuer).ok())
-            .flatten()
-            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
-            .filter(|h| !h.is_empty());
+        let host = url::Url::parse(&issuer)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned));
+        let reserved_host = host
+            .as_deref()
+            .filter(|h| reserve_host && !h.is_empty())
+            .map(str::to_ascii_lowercase);
         Issuer {
             inner: Arc::new(Inner {
                 userinfo: format!("{issuer}userinfo"),
                 issuer,
                 userinfo_audience,
                 reserved_host,
+                tenant: host.unwrap_or_default(),
                 keys: ArcSwap::from_pointee(keys),
                 rules,
                 derived: ArcSwapOption::empty(),
@@ -209,10 +214,7 @@ impl Issuer {
 
     /// The Auth0-shaped `context` for a request.
     pub fn context(&self, req: &TokenRequest) -> Value {
-        let tenant = url::Url::parse(&self.inner.issuer)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default();
+        let tenant = self.inner.tenant.clone();
         let roles = req
             .user
             .pointer("/app_metadata/roles")

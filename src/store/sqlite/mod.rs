@@ -44,6 +44,15 @@ const QUEUE: usize = 4096;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements kept per connection: every statement of this engine.
 const STATEMENTS: usize = 64;
+/// WAL frames (pages) after which a commit checkpoints them into the database file. SQLite's
+/// default is 1,000; a refresh rotation rewrites the same few hot B-tree pages, and a checkpoint
+/// copies each page's last version once, so checkpointing a tenth as often copies about a tenth
+/// as much (measured: the checkpoint was 5.8 % of the server's CPU per refresh at 1,000). The WAL
+/// then grows to about 40 MiB with 4 KiB pages before a checkpoint resets it.
+const WAL_AUTOCHECKPOINT: u32 = 10_000;
+/// The WAL file is truncated back to this size after a checkpoint resets it (bytes), so a burst
+/// does not leave a large file behind.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 /// Idle read connections kept for reuse (about one per thread that reads at the same time).
 const IDLE_READERS: usize = 8;
 
@@ -149,6 +158,12 @@ impl Opener {
             .map_err(db)?;
         c.pragma_update(None, "synchronous", "FULL").map_err(db)?;
         c.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        c.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+            .map_err(db)?;
+        c.pragma_update_and_check(None, "journal_size_limit", WAL_SIZE_LIMIT, |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(db)?;
         Ok(c)
     }
 

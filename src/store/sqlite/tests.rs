@@ -174,3 +174,17 @@ async fn the_thread_ends_with_the_last_clone() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn the_writer_checkpoints_every_ten_thousand_frames_and_truncates_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let opener = super::Opener {
+        path: dir.path().join("claimrules.db"),
+    };
+    let c = opener.open().unwrap();
+    let pragma = |name: &str| -> i64 { c.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+    assert_eq!(pragma("wal_autocheckpoint"), 10_000);
+    assert_eq!(pragma("journal_size_limit"), 64 << 20);
+    // Durability is not traded for it: every commit still syncs the WAL.
+    assert_eq!(pragma("synchronous"), 2, "synchronous = FULL");
+}
