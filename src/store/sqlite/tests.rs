@@ -188,3 +188,80 @@ fn the_writer_checkpoints_every_ten_thousand_frames_and_truncates_the_wal() {
     // Durability is not traded for it: every commit still syncs the WAL.
     assert_eq!(pragma("synchronous"), 2, "synchronous = FULL");
 }
+
+/// A write queued while a batch runs its statements joins that batch: shown by a joining write
+/// that breaks the transaction, which undoes the write already run (in a later batch of its own
+/// it could not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queued_while_a_batch_runs_joins_it_before_the_commit() {
+    use super::writer::{Answer, Job, Write};
+    use std::time::{Duration, Instant};
+    use tokio::sync::oneshot;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let store = super::SqliteStore::open_file(&data.join("claimrules.db"))
+        .await
+        .unwrap();
+
+    let (started_tx, started_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let first = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(false, move |c| {
+                    super::stmt::exec(
+                        c,
+                        "INSERT INTO login_counts (user_id, count) VALUES ('first', 1)",
+                        [],
+                    )?;
+                    let _ = started_tx.send(());
+                    // Hold the batch open until the second write is in the queue.
+                    let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                    Ok(())
+                })
+                .await
+        })
+    };
+    started_rx.await.unwrap();
+    let (tx, second) = oneshot::channel::<Result<(), StoreError>>();
+    let broken = |_: &rusqlite::Connection| -> Result<(), StoreError> {
+        Err(StoreError::unavailable("the disk went away"))
+    };
+    let job = Write {
+        f: Some(broken),
+        savepoint: false,
+        answer: Answer::Committed { tx, result: None },
+        queued: Instant::now(),
+    };
+    store
+        .jobs
+        .send(Job::Write(Box::new(job)))
+        .await
+        .ok()
+        .unwrap();
+    go_tx.send(()).unwrap();
+
+    assert!(second.await.unwrap().is_err());
+    let first = first.await.unwrap();
+    assert!(
+        first.is_err(),
+        "the second write ran in a batch of its own: {first:?}"
+    );
+    // Undone with its batch: the first write's row is not there.
+    let count = store
+        .read(|c| {
+            super::stmt::optional(
+                c,
+                "SELECT count FROM login_counts WHERE user_id = 'first'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(count, None);
+}

@@ -7,6 +7,9 @@
 //! that fails on its own (a duplicate key, an unknown row) leaves the others intact: each write
 //! is one statement, or undoes its own partial change (a savepoint or a compensating statement);
 //! any other failure rolls the whole batch back, fails all of it and replaces the connection.
+//! Writes that arrive while a batch runs its statements join it before the commit (a read that
+//! arrives then waits for the commit, so it still sees committed data only): the commit and its
+//! fsync are the batch's fixed cost, and every write that shares them costs less.
 //! Callers get their answer only after the commit returned, except those that asked for an
 //! early answer ([`super::SqliteStore::redeem_code_early`]), who get a [`super::Committed`] to
 //! wait on instead.
@@ -282,9 +285,20 @@ impl Writer {
         }
         let mut ran: Vec<Box<dyn WriteJob>> = Vec::with_capacity(self.writes.len().min(MAX_BATCH));
         let mut failure = None;
+        // Reads that arrived while the transaction was open: run after it ended.
+        let mut deferred: Vec<ReadJob> = Vec::new();
         while ran.len() < MAX_BATCH {
-            let Some(mut w) = self.writes.pop_front() else {
-                break;
+            let mut w = match self.writes.pop_front() {
+                Some(w) => w,
+                // Writes queued while this batch ran join it.
+                None => match self.rx.try_recv() {
+                    Ok(Job::Write(w)) => w,
+                    Ok(Job::Read(read)) => {
+                        deferred.push(read);
+                        continue;
+                    }
+                    Err(_) => break,
+                },
             };
             let outcome = w.run(c);
             ran.push(w);
@@ -311,6 +325,9 @@ impl Writer {
         }
         if let Some(e) = ended {
             replace_connection(&mut self.conn, &e);
+        }
+        for read in deferred {
+            self.take(Job::Read(read));
         }
     }
 }
