@@ -265,3 +265,29 @@ async fn a_write_queued_while_a_batch_runs_joins_it_before_the_commit() {
         .unwrap();
     assert_eq!(count, None);
 }
+
+/// Committed frames reach the database file within a few checkpoint periods although the WAL is
+/// far below the writer's automatic checkpoint: the checkpoint thread copied them.
+#[tokio::test]
+async fn committed_writes_are_checkpointed_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open_in_folder(&data).await.unwrap();
+    let marker = "checkpoint-marker-7f3a9c";
+    store.increment_logins(marker).await.unwrap();
+    let db = data.join("claimrules.db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let bytes = std::fs::read(&db).unwrap();
+        if bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the row is still only in the WAL after 5 s"
+        );
+        std::thread::sleep(super::checkpoint::EVERY / 5);
+    }
+    // The WAL still has the frames: this was not a checkpoint on close.
+    assert!(data.join("claimrules.db-wal").exists());
+}

@@ -25,6 +25,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::Checkpointer;
 use super::{db, Opener};
 use crate::store::StoreError;
 
@@ -204,16 +205,24 @@ pub(super) struct Writer {
     writes: VecDeque<Box<dyn WriteJob>>,
     /// How many writes the previous batch answered.
     last_batch: usize,
+    /// Told of every commit.
+    checkpointer: Checkpointer,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, opener: Opener, rx: mpsc::Receiver<Job>) -> Writer {
+    pub(super) fn new(
+        conn: Connection,
+        opener: Opener,
+        rx: mpsc::Receiver<Job>,
+        checkpointer: Checkpointer,
+    ) -> Writer {
         Writer {
             conn: Some(conn),
             opener,
             rx,
             writes: VecDeque::new(),
             last_batch: 0,
+            checkpointer,
         }
     }
 
@@ -319,6 +328,9 @@ impl Writer {
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("claimrules_store_batch_size").record(ran.len() as f64);
         self.last_batch = ran.len();
+        if ended.is_ok() {
+            self.checkpointer.committed();
+        }
         let ended = ended.err();
         for w in ran {
             w.finish(ended.as_ref());
