@@ -214,7 +214,6 @@ impl Issuer {
 
     /// The Auth0-shaped `context` for a request.
     pub fn context(&self, req: &TokenRequest) -> Value {
-        let tenant = self.inner.tenant.clone();
         let roles = req
             .user
             .pointer("/app_metadata/roles")
@@ -229,7 +228,7 @@ impl Issuer {
             .client_metadata(Value::Object(req.client_metadata.clone()))
             .request(req.context_request())
             .logins_count(req.logins_count)
-            .tenant(tenant)
+            .tenant(self.inner.tenant.clone())
             .authentication_methods([("pwd", req.auth_time)])
             .roles(roles);
         if let Some(sid) = &req.session_id {

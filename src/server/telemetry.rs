@@ -82,17 +82,14 @@ pub fn install() -> Option<&'static PrometheusHandle> {
 }
 
 /// Runs `f` every `interval` on a thread of its own, for the rest of the process.
-fn every(
-    name: &str,
-    interval: Duration,
-    f: impl Fn() + Send + 'static,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
+fn every(name: &str, interval: Duration, f: impl Fn() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || loop {
             std::thread::sleep(interval);
             f();
         })
+        .map(drop)
 }
 
 /// The current metrics in the text exposition format.

@@ -165,12 +165,14 @@ async fn the_thread_ends_with_the_last_clone() {
     drop(store);
     // The connection closed with its thread: the WAL was checkpointed into the file and removed.
     let wal = data.join("claimrules.db-wal");
+    within_5_s("the WAL is still there", || !wal.exists());
+}
+
+/// Polls `done` every 10 ms; fails with `what` when it is still false after 5 s.
+fn within_5_s(what: &str, done: impl Fn() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while wal.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the WAL is still there"
-        );
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
@@ -199,10 +201,8 @@ async fn a_write_queued_while_a_batch_runs_joins_it_before_the_commit() {
     use tokio::sync::oneshot;
 
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let store = super::SqliteStore::open_file(&data.join("claimrules.db"))
+    // The store creates the private `data` folder.
+    let store = super::SqliteStore::open_file(&dir.path().join("data/claimrules.db"))
         .await
         .unwrap();
 
@@ -276,18 +276,10 @@ async fn committed_writes_are_checkpointed_beside_the_writer() {
     let marker = "checkpoint-marker-7f3a9c";
     store.increment_logins(marker).await.unwrap();
     let db = data.join("claimrules.db");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
+    within_5_s("the row is still only in the WAL after 5 s", || {
         let bytes = std::fs::read(&db).unwrap();
-        if bytes.windows(marker.len()).any(|w| w == marker.as_bytes()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the row is still only in the WAL after 5 s"
-        );
-        std::thread::sleep(super::checkpoint::EVERY / 5);
-    }
+        bytes.windows(marker.len()).any(|w| w == marker.as_bytes())
+    });
     // The WAL still has the frames: this was not a checkpoint on close.
     assert!(data.join("claimrules.db-wal").exists());
 }
