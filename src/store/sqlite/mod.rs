@@ -58,13 +58,15 @@ const WAL_SIZE_LIMIT: i64 = 64 << 20;
 /// Idle read connections kept for reuse (about one per thread that reads at the same time).
 const IDLE_READERS: usize = 8;
 
-/// SQLite store: the channel to the connection thread, the read connections, and the
-/// in-process key lock.
+/// SQLite store: the channel to the connection thread, the read connections, the in-process key
+/// lock and the checkpointer's signals.
 #[derive(Clone)]
 pub(crate) struct SqliteStore {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Readers>,
     key_lock: Arc<Mutex<()>>,
+    /// What the checkpoint thread is told of bulk writes ([`checkpoint::Signals::bulk`]).
+    checkpoint: Arc<checkpoint::Signals>,
 }
 
 /// Read-only connections (`query_only`), each used by one caller at a time: taken from the idle
@@ -143,7 +145,7 @@ fn writer_gone() -> StoreError {
 /// Opens (and reopens, after a failure) the connection with this engine's settings.
 #[derive(Clone)]
 pub(super) struct Opener {
-    path: PathBuf,
+    pub(super) path: PathBuf,
 }
 
 impl Opener {
@@ -253,6 +255,8 @@ impl SqliteStore {
     async fn open_with(path: PathBuf) -> Result<SqliteStore, StoreError> {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let (ready_tx, ready_rx) = oneshot::channel();
+        let checkpoint = Arc::new(checkpoint::Signals::new());
+        let signals = checkpoint.clone();
         let readers = Arc::new(Readers {
             opener: Opener { path: path.clone() },
             idle: std::sync::Mutex::new(Vec::new()),
@@ -265,7 +269,7 @@ impl SqliteStore {
                 match conn {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
-                        let checkpointer = checkpoint::Checkpointer::start(opener.clone());
+                        let checkpointer = checkpoint::Checkpointer::start(opener.clone(), signals);
                         Writer::new(conn, opener, rx, checkpointer).run();
                     }
                     Err(e) => {
@@ -282,6 +286,7 @@ impl SqliteStore {
             jobs,
             readers,
             key_lock: Arc::new(Mutex::new(())),
+            checkpoint,
         })
     }
 

@@ -164,6 +164,7 @@ impl SqliteStore {
 
 impl PurgeStep for SqliteStore {
     async fn purge_step(&self, step: Step, now: i64) -> Result<StepDone, StoreError> {
+        self.checkpoint.bulk();
         self.write(false, move |c| purge_step(c, step, now)).await
     }
 }
