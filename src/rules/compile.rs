@@ -2,7 +2,7 @@
 //! file, line and column (those of an imported module's file when the error is there).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rhai::{Dynamic, Engine, EvalAltResult, Position, Scope, AST};
 
@@ -48,6 +48,7 @@ pub(super) fn compile_all(
             enabled: r.enabled,
             source: r.source.clone(),
             ast,
+            metrics: OnceLock::new(),
         }));
     }
     (rules, errors)

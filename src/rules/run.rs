@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::inspect::{json_shape, token_map, MAX_USER_DEPTH};
 use super::metadata::merge_into_scope_user;
-use super::{engine, platform, stack, MetadataUpdates, RuleError, RuleSet};
+use super::set::RuleMetrics;
+use super::{engine, helpers, platform, stack, CompiledRule, MetadataUpdates, RuleError, RuleSet};
 use crate::claims::{self, NamespacePolicy, Refusal, TokenKind};
 
 /// Per-run options.
@@ -170,19 +171,17 @@ impl RuleSet {
                 ctx.insert(field.to_owned(), Value::Object(Map::new()));
             }
         }
-        let to_dyn =
-            |v: &Value| rhai::serde::to_dynamic(v).map_err(|e| RuleError::Input(e.to_string()));
         let configuration = match &opts.configuration {
             None => self.configuration_dyn.clone(),
             Some(extra) => {
                 let mut merged = self.configuration.clone();
                 merged.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-                to_dyn(&Value::Object(merged))?
+                helpers::to_dynamic(&Value::Object(merged))
             }
         };
         let mut scope = Scope::with_capacity(8);
-        scope.push_dynamic("user", to_dyn(&user)?);
-        scope.push_dynamic("context", to_dyn(&context)?);
+        scope.push_dynamic("user", helpers::to_dynamic(&user));
+        scope.push_dynamic("context", helpers::to_dynamic(&context));
         scope.push_constant_dynamic("configuration", configuration.clone());
         let platform_before = platform::snapshot(&context);
 
@@ -226,7 +225,7 @@ impl RuleSet {
                 (_, true) if guard.denied() => "denied",
                 _ => "error",
             };
-            record_rule_metrics(&rule.name, started.elapsed(), outcome, engine::operations());
+            record_rule_metrics(rule, started.elapsed(), outcome, engine::operations());
             logs.push(RuleLog {
                 rule: rule.name.clone(),
                 lines: guard.take_logs(),
@@ -334,14 +333,20 @@ impl RuleSet {
     }
 }
 
-/// Per-rule metrics (`claimrules_rule_*`, see README "Operating"); the rule name is a bounded
-/// label (names come from the rules folder).
-fn record_rule_metrics(rule: &str, took: Duration, outcome: &'static str, operations: u64) {
-    let rule = rule.to_owned();
-    metrics::histogram!("claimrules_rule_duration_seconds", "rule" => rule.clone())
-        .record(took.as_secs_f64());
-    metrics::histogram!("claimrules_rule_operations", "rule" => rule.clone())
-        .record(operations as f64);
-    metrics::counter!("claimrules_rule_runs_total", "rule" => rule, "outcome" => outcome)
-        .increment(1);
+/// Per-rule metrics (`claimrules_rule_*`, see README "Operating"), through the rule's own
+/// handles.
+fn record_rule_metrics(
+    rule: &CompiledRule,
+    took: Duration,
+    outcome: &'static str,
+    operations: u64,
+) {
+    let m = rule.metrics.get_or_init(|| RuleMetrics::new(&rule.name));
+    m.duration.record(took.as_secs_f64());
+    m.operations.record(operations as f64);
+    let i = RuleMetrics::OUTCOMES
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or(RuleMetrics::OUTCOMES.len() - 1);
+    m.runs[i].increment(1);
 }

@@ -11,6 +11,7 @@ mod digest;
 mod encoding;
 mod ids;
 mod json;
+pub(super) use json::to_dynamic;
 mod jwt;
 mod net;
 mod strings;
