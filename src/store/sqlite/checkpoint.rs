@@ -16,8 +16,11 @@
 //! expired rows rewrites pages all over the file):
 //! - SQLite syncs the database file only in a checkpoint that copies the whole WAL, which beside a
 //!   busy writer is always the writer's own; it then flushed every page this thread had copied
-//!   since (36–50 ms per sync, `strace` of `benches/large_db.rs` during a purge). This thread
-//!   syncs the file itself after each pass, so the writer's sync finds little left to flush.
+//!   since (36–50 ms per sync, `strace` of `benches/large_db.rs` during a purge). While bulk
+//!   writes run, this thread syncs the file itself after each pass, so the writer's sync finds
+//!   little left to flush. (Not under the ordinary refresh load, whose passes copy the same few
+//!   hot pages: syncing after every pass raised the refreshes' p99 in 7 of 7 alternating runs
+//!   of `scripts/bench-vs-peer`; syncing only during bulk writes had the lower p99 in 3 of 4.)
 //! - While bulk writes run ([`Signals::bulk`]), passes follow each other [`AGAIN`] apart instead
 //!   of [`EVERY`], so the writer's checkpoint finds little left to copy. (Not always: a pass
 //!   walks the whole WAL index, so back-to-back passes under the ordinary refresh load would
@@ -144,7 +147,8 @@ fn run(opener: &Opener, signals: &Signals, stopped: &mpsc::Receiver<()>) {
     // frames checkpointed since the WAL restarted).
     let mut synced = 0;
     loop {
-        let wait = if signals.in_bulk() { AGAIN } else { EVERY };
+        let bulk = signals.in_bulk();
+        let wait = if bulk { AGAIN } else { EVERY };
         // Ends when the checkpointer is dropped (the sender is gone).
         if let Err(mpsc::RecvTimeoutError::Disconnected) | Ok(()) = stopped.recv_timeout(wait) {
             return;
@@ -154,7 +158,7 @@ fn run(opener: &Opener, signals: &Signals, stopped: &mpsc::Receiver<()>) {
         }
         // Busy (the writer's own checkpoint is running: -1) or failed: the next pass retries.
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(2)) {
-            Ok(copied) if copied > 0 && copied != synced => {
+            Ok(copied) if bulk && copied > 0 && copied != synced => {
                 if let Some(file) = &file {
                     if let Err(e) = file.sync_data() {
                         tracing::debug!(error = %e, "database file sync failed");
