@@ -40,7 +40,9 @@ use super::Opener;
 /// How often the checkpointer copies what was committed since its last pass.
 pub(super) const EVERY: Duration = Duration::from_millis(250);
 
-/// How soon the next pass follows one while bulk writes run.
+/// How soon the next pass follows one while bulk writes run. At 500,000 + 500,000 rows
+/// (`benches/large_db.rs`) the rotations' p99 during the purge was 11.0 ms with 1 ms, 13.4 ms
+/// with 5 ms and 21.1 ms with 20 ms, and the purge took 63, 61 and 54 s.
 pub(super) const AGAIN: Duration = Duration::from_millis(1);
 /// How long after the last bulk write the passes stay [`AGAIN`] apart.
 const BULK_LINGERS: Duration = Duration::from_millis(100);
