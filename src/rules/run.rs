@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::inspect::{json_shape, token_map, MAX_USER_DEPTH};
 use super::metadata::merge_into_scope_user;
-use super::set::RuleMetrics;
+use super::set::{RuleMetrics, RunOutcome};
 use super::{engine, helpers, platform, stack, CompiledRule, MetadataUpdates, RuleError, RuleSet};
 use crate::claims::{self, NamespacePolicy, Refusal, TokenKind};
 
@@ -218,12 +218,12 @@ impl RuleSet {
             let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
             durations.push(started.elapsed());
             let outcome = match (&result, guard.peek_stop()) {
-                (Ok(_), false) => "ok",
+                (Ok(_), false) => RunOutcome::Ok,
                 (Err(e), _) if matches!(**e, EvalAltResult::ErrorRuntime(ref v, _) if !engine::is_helper_error(v)) => {
-                    "denied"
+                    RunOutcome::Denied
                 }
-                (_, true) if guard.denied() => "denied",
-                _ => "error",
+                (_, true) if guard.denied() => RunOutcome::Denied,
+                _ => RunOutcome::Error,
             };
             record_rule_metrics(rule, started.elapsed(), outcome, engine::operations());
             logs.push(RuleLog {
@@ -335,18 +335,9 @@ impl RuleSet {
 
 /// Per-rule metrics (`claimrules_rule_*`, see README "Operating"), through the rule's own
 /// handles.
-fn record_rule_metrics(
-    rule: &CompiledRule,
-    took: Duration,
-    outcome: &'static str,
-    operations: u64,
-) {
+fn record_rule_metrics(rule: &CompiledRule, took: Duration, outcome: RunOutcome, operations: u64) {
     let m = rule.metrics.get_or_init(|| RuleMetrics::new(&rule.name));
     m.duration.record(took.as_secs_f64());
     m.operations.record(operations as f64);
-    let i = RuleMetrics::OUTCOMES
-        .iter()
-        .position(|o| *o == outcome)
-        .unwrap_or(RuleMetrics::OUTCOMES.len() - 1);
-    m.runs[i].increment(1);
+    m.runs[outcome as usize].increment(1);
 }

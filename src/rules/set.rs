@@ -104,22 +104,43 @@ pub(super) struct RuleMetrics {
     pub(super) duration: metrics::Histogram,
     /// `claimrules_rule_operations`.
     pub(super) operations: metrics::Histogram,
-    /// `claimrules_rule_runs_total` by outcome, in the order of [`RuleMetrics::OUTCOMES`].
+    /// `claimrules_rule_runs_total` by outcome, indexed by [`RunOutcome`].
     pub(super) runs: [metrics::Counter; 3],
 }
 
-impl RuleMetrics {
-    /// The values of the `outcome` label.
-    pub(super) const OUTCOMES: [&'static str; 3] = ["ok", "denied", "error"];
+/// How one rule's run ended, the `outcome` label of `claimrules_rule_runs_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunOutcome {
+    /// It ran to its end.
+    Ok,
+    /// It denied the login.
+    Denied,
+    /// It failed.
+    Error,
+}
 
+impl RunOutcome {
+    const ALL: [RunOutcome; 3] = [RunOutcome::Ok, RunOutcome::Denied, RunOutcome::Error];
+
+    /// The label value.
+    fn label(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Denied => "denied",
+            RunOutcome::Error => "error",
+        }
+    }
+}
+
+impl RuleMetrics {
     /// Registers the handles of the rule `rule`.
     pub(super) fn new(rule: &str) -> RuleMetrics {
         let rule = rule.to_owned();
         RuleMetrics {
             duration: metrics::histogram!("claimrules_rule_duration_seconds", "rule" => rule.clone()),
             operations: metrics::histogram!("claimrules_rule_operations", "rule" => rule.clone()),
-            runs: Self::OUTCOMES.map(|outcome| {
-                metrics::counter!("claimrules_rule_runs_total", "rule" => rule.clone(), "outcome" => outcome)
+            runs: RunOutcome::ALL.map(|outcome| {
+                metrics::counter!("claimrules_rule_runs_total", "rule" => rule.clone(), "outcome" => outcome.label())
             }),
         }
     }

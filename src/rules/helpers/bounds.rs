@@ -131,6 +131,18 @@ impl Budget {
         }
     }
 
+    /// No limits: for values the engine passes in, not ones a rule builds.
+    pub(super) fn unbounded() -> Self {
+        Budget {
+            items: 0,
+            entries: 0,
+            bytes: 0,
+            max_items: usize::MAX,
+            max_entries: usize::MAX,
+            max_bytes: usize::MAX,
+        }
+    }
+
     pub(super) fn item(&mut self) -> Result<(), String> {
         self.items += 1;
         if self.items > self.max_items {

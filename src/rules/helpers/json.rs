@@ -103,47 +103,35 @@ fn json_to_dynamic(value: &Value, budget: &mut Budget) -> Result<Dynamic, String
             None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::String(s) => budget.string(s)?,
-        Value::Array(items) => {
-            let mut out = Array::with_capacity(items.len());
-            for item in items {
-                budget.item()?;
-                out.push(json_to_dynamic(item, budget)?);
-            }
-            Dynamic::from_array(out)
-        }
-        Value::Object(entries) => {
-            let mut out = Map::new();
-            for (key, item) in entries {
-                budget.entry()?;
-                out.insert(key.as_str().into(), json_to_dynamic(item, budget)?);
-            }
-            Dynamic::from_map(out)
-        }
+        Value::Array(items) => Dynamic::from_array(
+            items
+                .iter()
+                .map(|item| {
+                    budget.item()?;
+                    json_to_dynamic(item, budget)
+                })
+                .collect::<Result<Array, String>>()?,
+        ),
+        Value::Object(entries) => Dynamic::from_map(
+            entries
+                .iter()
+                .map(|(key, item)| {
+                    budget.entry()?;
+                    Ok((key.as_str().into(), json_to_dynamic(item, budget)?))
+                })
+                .collect::<Result<Map, String>>()?,
+        ),
     })
 }
 
 /// A JSON value the engine itself passes in (a login's `user` and `context`, the
-/// `configuration`) as a rhai value, mapped as [`json_to_dynamic`] maps it and as
-/// `rhai::serde::to_dynamic` would, without a budget (these values are the server's, not a
-/// rule's) and without going through serde: that path allocates each map key twice, and the
-/// conversion was 3 % of a refresh's CPU (`scripts/profile-refresh`).
+/// `configuration`) as a rhai value, mapped as [`json_to_dynamic`] maps it (and as
+/// `rhai::serde::to_dynamic` would) with no budget: these values are the server's, not a rule's.
+/// Not through serde: that path allocates each map key twice, and the conversion was 3 % of a
+/// refresh's CPU (`scripts/profile-refresh`).
 pub(crate) fn to_dynamic(value: &Value) -> Dynamic {
-    match value {
-        Value::Null => Dynamic::UNIT,
-        Value::Bool(b) => Dynamic::from_bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Dynamic::from_int(i),
-            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Dynamic::from(rhai::ImmutableString::from(s.as_str())),
-        Value::Array(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
-        Value::Object(entries) => Dynamic::from_map(
-            entries
-                .iter()
-                .map(|(key, item)| (key.as_str().into(), to_dynamic(item)))
-                .collect(),
-        ),
-    }
+    // An unbounded budget refuses nothing.
+    json_to_dynamic(value, &mut Budget::unbounded()).unwrap_or(Dynamic::UNIT)
 }
 
 /// Registers `parse_json` and `to_json`.

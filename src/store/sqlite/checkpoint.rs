@@ -75,16 +75,18 @@ impl Signals {
     /// A write that changes many distinct pages is queued (a purge step): passes run
     /// back-to-back until [`BULK_LINGERS`] after the last one.
     pub(in crate::store) fn bulk(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64 + 1;
-        self.bulk_at.store(now, Ordering::Relaxed);
+        self.bulk_at.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// Whether a bulk write was queued less than [`BULK_LINGERS`] ago.
     fn in_bulk(&self) -> bool {
         let at = self.bulk_at.load(Ordering::Relaxed);
-        at > 0
-            && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(at)
-                < BULK_LINGERS.as_millis() as u64
+        at > 0 && self.now_ms().saturating_sub(at) < BULK_LINGERS.as_millis() as u64
+    }
+
+    /// Milliseconds since `epoch`, plus one so that a bulk write at once is not "none yet".
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 }
 
