@@ -98,6 +98,20 @@ pub(crate) fn decode_grant(json: &str) -> Result<Grant, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::corrupt("grant", e))
 }
 
+/// A grant and its user's stored metadata columns (`NULL`s when no rule stored any), as the
+/// combined refresh read returns them.
+pub(crate) fn decode_grant_with_metadata(
+    grant: &str,
+    app: Option<&str>,
+    user: Option<&str>,
+) -> Result<(Grant, Option<MetadataUpdates>), StoreError> {
+    let metadata = match (app, user) {
+        (Some(a), Some(u)) => Some(decode_metadata(a, u)?),
+        _ => None,
+    };
+    Ok((decode_grant(grant)?, metadata))
+}
+
 /// Stores a scope set in a canonical form (sorted, without duplicates).
 pub(crate) fn encode_scopes(scopes: &[String]) -> Result<String, StoreError> {
     let mut set: Vec<&String> = scopes.iter().collect();

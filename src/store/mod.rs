@@ -211,6 +211,17 @@ impl Store {
         dispatch!(self, s => s.refresh_grant(token_hash, now).await)
     }
 
+    /// [`Store::refresh_grant`] and [`Store::user_metadata`] of the grant's user, read together
+    /// (one statement, one snapshot): what the token endpoint reads before it runs the rules of a
+    /// refresh.
+    pub async fn refresh_grant_with_metadata(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<(Grant, Option<MetadataUpdates>)>, StoreError> {
+        dispatch!(self, s => s.refresh_grant_with_metadata(token_hash, now).await)
+    }
+
     /// Whether the consent stored for (user, client, audience) covers every requested scope.
     pub async fn consent_covers(
         &self,

@@ -17,8 +17,9 @@ use sqlx::postgres::{PgArguments, PgConnectOptions, PgExecutor, PgPool, PgPoolOp
 use sqlx::query::Query;
 use sqlx::{Postgres, Transaction};
 
-use super::codec::{decode_grant, encode_grant, encode_scopes, scopes_cover};
+use super::codec::{decode_grant, decode_grant_with_metadata, encode_grant};
 use super::codec::{decode_metadata, merged_metadata, KeyColumns, SessionColumns};
+use super::codec::{encode_scopes, scopes_cover};
 use super::purge::{self, PurgeStep, Step, StepDone};
 use super::{redact_url, sql, CodeRedemption, Grant, MetadataUpdates, Rotation, Session};
 use super::{StoreError, StoredKey};
@@ -321,6 +322,22 @@ impl PgStore {
             .await
             .map_err(db)?;
         json.as_deref().map(decode_grant).transpose()
+    }
+
+    pub(crate) async fn refresh_grant_with_metadata(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<(Grant, Option<MetadataUpdates>)>, StoreError> {
+        let row: Option<(String, Option<String>, Option<String>)> =
+            sqlx::query_as(sql::REFRESH_GRANT_WITH_METADATA_POSTGRES)
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        row.map(|(g, a, u)| decode_grant_with_metadata(&g, a.as_deref(), u.as_deref()))
+            .transpose()
     }
 
     pub(crate) async fn consent_covers(

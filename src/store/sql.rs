@@ -48,6 +48,31 @@ pub(crate) const REFRESH_GRANT: &str = "SELECT f.grant_json FROM refresh_tokens 
      WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
        AND (t.expires_at IS NULL OR t.expires_at > $2)";
 
+/// [`REFRESH_GRANT`] with the metadata rules stored for the grant's user (`NULL`s when none): the
+/// token endpoint's two reads of a refresh in one statement, so one snapshot and one read
+/// transaction. `{user_id}` is the engine's expression for the grant JSON's `user_id`
+/// ([`super::codec::encode_grant`]).
+macro_rules! refresh_grant_with_metadata {
+    ($user_id:literal) => {
+        concat!(
+            "SELECT f.grant_json, m.app_metadata, m.user_metadata FROM refresh_tokens t \
+             JOIN refresh_families f ON f.family = t.family \
+             LEFT JOIN user_metadata m ON m.user_id = ",
+            $user_id,
+            " WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
+               AND (t.expires_at IS NULL OR t.expires_at > $2)"
+        )
+    };
+}
+
+/// [`refresh_grant_with_metadata!`] on SQLite (JSON1, built into SQLite since 3.38).
+pub(crate) const REFRESH_GRANT_WITH_METADATA_SQLITE: &str =
+    refresh_grant_with_metadata!("json_extract(f.grant_json, '$.user_id')");
+
+/// [`refresh_grant_with_metadata!`] on PostgreSQL (`grant_json` is `TEXT`).
+pub(crate) const REFRESH_GRANT_WITH_METADATA_POSTGRES: &str =
+    refresh_grant_with_metadata!("(f.grant_json::jsonb ->> 'user_id')");
+
 /// The consented scopes (JSON) of user `$1`, client `$2`, audience `$3`.
 pub(crate) const CONSENT: &str = "SELECT scopes_json FROM consents \
      WHERE user_id = $1 AND client_id = $2 AND audience = $3";
@@ -164,6 +189,8 @@ mod tests {
             PUT_REFRESH,
             REFRESH_STATE,
             REFRESH_GRANT,
+            REFRESH_GRANT_WITH_METADATA_SQLITE,
+            REFRESH_GRANT_WITH_METADATA_POSTGRES,
             CONSENT,
             SAVE_CONSENT,
             CREATE_SESSION,

@@ -237,6 +237,32 @@ async fn the_next_login_starts_with_the_stored_metadata_sqlite_and_after_a_resta
     server.stop();
 }
 
+/// A refresh runs the rules with the metadata stored so far (at login and by earlier refreshes,
+/// read with the refresh token's grant), and what it stores reaches the next refresh.
+#[tokio::test]
+async fn a_refresh_starts_with_the_metadata_stored_at_login_and_by_earlier_refreshes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = counting_rules(dir.path());
+    common::write_config(dir.path(), Some(&rules), "");
+    let server = TestServer::start(dir.path()).await;
+    let code = common::get_code(&server, "openid offline_access", ALICE).await;
+    let res = common::exchange(&server, &code).await;
+    assert_eq!(res.status(), 200);
+    let mut body: Value = res.json().await.unwrap();
+    let counted = |body: &Value| {
+        common::payload(body["id_token"].as_str().unwrap())["https://example.com/counted"].clone()
+    };
+    assert_eq!(counted(&body), json!(1));
+    for expected in 2..=4 {
+        let token = body["refresh_token"].as_str().unwrap().to_string();
+        let res = common::refresh(&server, &token).await;
+        assert_eq!(res.status(), 200);
+        body = res.json().await.unwrap();
+        assert_eq!(counted(&body), json!(expected), "refresh {expected}");
+    }
+    server.stop();
+}
+
 #[tokio::test]
 async fn the_next_login_starts_with_the_stored_metadata_on_another_postgres_instance() {
     let db = fresh_postgres_schema("cr_meta").await;

@@ -286,6 +286,72 @@ async fn replay_reports_and_revokes_family(db: &TestDb) {
     s.link_code_family("unknown", "fam-x").await.unwrap();
 }
 
+/// The combined read of a refresh: the same answer as `refresh_grant` and `user_metadata` of the
+/// grant's user, for every user id spelling and every state of the token.
+async fn refresh_grant_with_metadata_reads_the_users_metadata(db: &TestDb) {
+    let s = &db.store;
+    let users = ["auth0|a", "auth0|o'brien \"q\" \\ é", "auth0|b"];
+    for (i, user) in users.iter().enumerate() {
+        let g = grant(user);
+        let token = format!("m{i}");
+        s.put_refresh(&token, &format!("fam-m{i}"), &g, Some(NOW + 100))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.refresh_grant_with_metadata(&token, NOW).await.unwrap(),
+            Some((g.clone(), None)),
+            "{user}: nothing stored yet"
+        );
+        if i == 2 {
+            continue; // no metadata for this one: the others' must not show up
+        }
+        let mut app = serde_json::Map::new();
+        app.insert("plan".into(), serde_json::json!(format!("pro-{i}")));
+        let updates = claimrules::store::MetadataUpdates {
+            app_metadata: Some(app),
+            user_metadata: None,
+        };
+        s.update_user_metadata(user, &updates).await.unwrap();
+        let stored = s.user_metadata(user).await.unwrap();
+        assert!(stored.is_some());
+        assert_eq!(
+            s.refresh_grant_with_metadata(&token, NOW).await.unwrap(),
+            Some((g.clone(), stored)),
+            "{user}"
+        );
+    }
+    assert_eq!(
+        s.refresh_grant_with_metadata("m2", NOW).await.unwrap(),
+        Some((grant("auth0|b"), None))
+    );
+    // Invalid tokens read nothing, as with `refresh_grant`: expired, used, revoked, unknown.
+    assert_eq!(
+        s.refresh_grant_with_metadata("m0", NOW + 100)
+            .await
+            .unwrap(),
+        None
+    );
+    s.rotate_refresh("m0", "m0-next", NOW, None).await.unwrap();
+    assert_eq!(
+        s.refresh_grant_with_metadata("m0", NOW).await.unwrap(),
+        None
+    );
+    assert!(s
+        .refresh_grant_with_metadata("m0-next", NOW)
+        .await
+        .unwrap()
+        .is_some_and(|(_, m)| m.is_some()));
+    s.revoke_family("fam-m1").await.unwrap();
+    assert_eq!(
+        s.refresh_grant_with_metadata("m1", NOW).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.refresh_grant_with_metadata("none", NOW).await.unwrap(),
+        None
+    );
+}
+
 async fn refresh_rotation(db: &TestDb) {
     let s = &db.store;
     let g = grant("auth0|a");
@@ -927,6 +993,7 @@ conformance!(
     code_expiry,
     replay_reports_and_revokes_family,
     refresh_rotation,
+    refresh_grant_with_metadata_reads_the_users_metadata,
     concurrent_rotation,
     reuse_revokes_family,
     revoked_family_refused,

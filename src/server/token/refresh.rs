@@ -29,9 +29,10 @@ pub(super) async fn grant(
         .ok_or_else(|| TokenError::invalid_request("refresh_token is required"))?;
     let old_hash = sha256_hex(token);
     let now = unix_now();
-    let Some(mut grant) = state
+    // The grant and its user's stored metadata in one read (one snapshot, one statement).
+    let Some((mut grant, stored)) = state
         .store
-        .refresh_grant(&old_hash, now)
+        .refresh_grant_with_metadata(&old_hash, now)
         .await
         .map_err(store_failed)?
     else {
@@ -83,12 +84,7 @@ pub(super) async fn grant(
         .collect();
     let request = rule_request(headers, ip, json!({}), Value::Object(body));
     let mut rule_user = user.to_rule_user(logins);
-    if let Some(stored) = state
-        .store
-        .user_metadata(&user.user_id)
-        .await
-        .map_err(store_failed)?
-    {
+    if let Some(stored) = stored {
         stored.apply_to(&mut rule_user);
     }
     let issuer = state.issuer.clone();

@@ -5,10 +5,10 @@ use rusqlite::{params, Connection};
 
 use super::stmt::{exec, one, optional};
 use super::SqliteStore;
-use crate::store::codec::{decode_grant, encode_grant};
+use crate::store::codec::{decode_grant, decode_grant_with_metadata, encode_grant};
 use crate::store::purge::{self, PurgeStep, Step, StepDone};
 use crate::store::sql;
-use crate::store::{CodeRedemption, Committed, Grant, Rotation, StoreError};
+use crate::store::{CodeRedemption, Committed, Grant, MetadataUpdates, Rotation, StoreError};
 
 /// Marks a family revoked (no-op when unknown).
 fn revoke(c: &Connection, family: &str) -> Result<(), StoreError> {
@@ -155,6 +155,27 @@ impl SqliteStore {
             })
             .await?;
         json.as_deref().map(decode_grant).transpose()
+    }
+
+    pub(crate) async fn refresh_grant_with_metadata(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<(Grant, Option<MetadataUpdates>)>, StoreError> {
+        let token_hash = token_hash.to_string();
+        type Row = (String, Option<String>, Option<String>);
+        let row: Option<Row> = self
+            .read(move |c| {
+                optional(
+                    c,
+                    sql::REFRESH_GRANT_WITH_METADATA_SQLITE,
+                    params![token_hash, now],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+            })
+            .await?;
+        row.map(|(g, a, u)| decode_grant_with_metadata(&g, a.as_deref(), u.as_deref()))
+            .transpose()
     }
 
     pub(crate) async fn purge_expired(&self, now: i64) -> Result<u64, StoreError> {
