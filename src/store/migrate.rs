@@ -26,6 +26,7 @@ pub(crate) const SQLITE: Migrations = Migrations {
     scripts: &[
         include_str!("../../migrations/sqlite/0001_init.sql"),
         include_str!("../../migrations/sqlite/0002_user_metadata.sql"),
+        include_str!("../../migrations/sqlite/0003_refresh_tokens_rowid.sql"),
     ],
 };
 

@@ -94,7 +94,32 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
     );
     drop(store);
 
-    // Reopened: nothing to migrate, schema still version 2.
+    // Version 3 rebuilt the refresh tokens as a rowid table: the migrated rows first, and every
+    // new token after them, in the order stored.
+    {
+        let c = rusqlite::Connection::open(data.join("claimrules.db")).unwrap();
+        let order: Vec<String> = c
+            .prepare("SELECT token_hash FROM refresh_tokens ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(order.last().map(String::as_str), Some("refresh-hash-3"));
+        assert!(order.contains(&"refresh-hash-1".to_string()), "{order:?}");
+        assert!(order.contains(&"refresh-hash-2".to_string()), "{order:?}");
+        let without_rowid: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'refresh_tokens' \
+                 AND sql LIKE '%WITHOUT ROWID%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(without_rowid, 0);
+    }
+
+    // Reopened: nothing to migrate, schema version 3.
     let store = Store::open_in_folder(&data).await.unwrap();
     assert_eq!(
         store.refresh_grant("refresh-hash-3", NOW).await.unwrap(),
@@ -109,7 +134,7 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2]);
+    assert_eq!(versions, vec![1, 2, 3]);
 }
 
 #[test]
