@@ -6,7 +6,8 @@
 //! LIVE=100000 EXPIRED=100000 SECS=3 cargo bench --bench large_db   # quick run
 //! ```
 //!
-//! Env: `LIVE`, `EXPIRED` (rows to fill), `SECS` (seconds per phase, default 5), `TASKS`
+//! Env: `LIVE`, `EXPIRED` (rows to fill), `SECS` (seconds per round, default 5), `ROUNDS`
+//! (turns of the empty and the full database, default 3), `TASKS`
 //! (concurrent chains, default 16, as the loadgen's 16 clients), `OUT` (also write the figures
 //! as one JSON object to that file).
 //!
@@ -21,9 +22,11 @@
 //! its own (one grant per token, random ids like the server's), every expired token likewise, so
 //! the purge deletes 2 rows per expired grant.
 //!
-//! Phases: `empty` (fresh database), `full` (after the fill, store reopened), `purge` (the same
-//! load while `Store::purge_expired` deletes the expired grants; its p99 is over the requests that
-//! overlapped the purge).
+//! Phases: `empty` (fresh database) and `full` (after the fill, flushed to disk, store reopened),
+//! measured in `ROUNDS` turns of `SECS` each (empty, full, empty, full, …: this machine's speed
+//! drifts within a minute, so one phase after the other compared the drift as much as the data),
+//! then `purge` (the same load while `Store::purge_expired` deletes the expired grants; its p99 is
+//! over the requests that overlapped the purge).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -234,6 +237,7 @@ fn main() {
     let expired = env_num("EXPIRED", 1_000_000);
     let secs = env_num("SECS", 5);
     let tasks = env_num("TASKS", 16) as usize;
+    let rounds = env_num("ROUNDS", 3).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -242,15 +246,10 @@ fn main() {
     let mut lines = Vec::new();
     rt.block_on(async {
         let root = tempfile::tempdir().expect("tempdir");
-        // Empty database.
         let empty = root.path().join("empty");
-        let store = Store::open_in_folder(&empty)
+        let empty_store = Store::open_in_folder(&empty)
             .await
             .expect("open empty store");
-        let (s, samples) = timed(&store, tasks, "empty", secs).await;
-        lines.push(summary("empty", s, &samples));
-        drop(store);
-
         // Large database: the store creates the schema, the fill connection adds the rows.
         let full = root.path().join("full");
         drop(
@@ -262,11 +261,36 @@ fn main() {
         let fill_s = fill(&full.join("claimrules.db"), live, expired).expect("bulk fill");
         let size = db_mib(&full);
         eprintln!("large_db: filled in {fill_s:.1} s, database {size} MiB");
+        // A database in use has no gigabytes of the fill's dirty pages waiting for writeback:
+        // flushed first, they would slow the first phase's fsyncs.
+        std::fs::File::open(full.join("claimrules.db"))
+            .and_then(|f| f.sync_all())
+            .expect("sync the filled database");
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
         let store = Store::open_in_folder(&full)
             .await
             .expect("reopen full store");
-        let (s, samples) = timed(&store, tasks, "full", secs).await;
-        let mut full_line = summary("full", s, &samples);
+        // The two databases in turns, so the machine's drift (a shared VM) hits both alike.
+        let (mut e_all, mut f_all) = (Vec::new(), Vec::new());
+        let (mut e_secs, mut f_secs) = (0.0, 0.0);
+        let (mut e_rounds, mut f_rounds) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (s, samples) = timed(&empty_store, tasks, &format!("empty-{round}"), secs).await;
+            e_rounds.push((samples.len() as f64 / s).round());
+            e_secs += s;
+            e_all.extend(samples);
+            let (s, samples) = timed(&store, tasks, &format!("full-{round}"), secs).await;
+            f_rounds.push((samples.len() as f64 / s).round());
+            f_secs += s;
+            f_all.extend(samples);
+        }
+        drop(empty_store);
+        let mut empty_line = summary("empty", e_secs, &e_all);
+        empty_line["rounds_rotations_per_s"] = json!(e_rounds);
+        lines.push(empty_line);
+        let mut full_line = summary("full", f_secs, &f_all);
+        full_line["rounds_rotations_per_s"] = json!(f_rounds);
         full_line["fill_s"] = json!((fill_s * 10.0).round() / 10.0);
         full_line["db_mib"] = json!(size);
         lines.push(full_line);
@@ -302,7 +326,7 @@ fn main() {
         lines.push(line);
     });
     let result = json!({"bench": "large_db", "live": live, "expired": expired, "tasks": tasks,
-                        "secs_per_phase": secs, "phases": lines});
+                        "secs_per_round": secs, "rounds": rounds, "phases": lines});
     for l in &lines {
         println!("{l}");
     }
