@@ -288,15 +288,23 @@ mod tests {
     #[test]
     fn installing_the_recorder_starts_its_upkeep_thread() {
         assert!(super::install().is_some(), "another recorder was installed");
-        // Thread names are cut to 15 bytes in /proc.
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .map(|n| n.trim().to_owned())
-            .collect();
-        assert!(
-            names.iter().any(|n| n == "claimrules-metr"),
-            "threads: {names:?}"
-        );
+        // Thread names are cut to 15 bytes in /proc. A new thread names itself once it runs, so
+        // on a busy machine the name shows up a moment after the spawn.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect();
+            if names.iter().any(|n| n == "claimrules-metr") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no upkeep thread; threads: {names:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
