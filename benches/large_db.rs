@@ -222,6 +222,29 @@ async fn timed(store: &Store, tasks: usize, run: &str, secs: u64) -> (f64, Sampl
     out
 }
 
+/// One database's rounds: every sample, the seconds they took, and each round's throughput.
+#[derive(Default)]
+struct Rounds {
+    samples: Samples,
+    secs: f64,
+    per_round: Vec<f64>,
+}
+
+impl Rounds {
+    fn add(&mut self, (secs, samples): (f64, Samples)) {
+        self.per_round.push((samples.len() as f64 / secs).round());
+        self.secs += secs;
+        self.samples.extend(samples);
+    }
+
+    /// [`summary`] over all rounds, with each round's rotations per second.
+    fn summary(&self, phase: &str) -> Value {
+        let mut line = summary(phase, self.secs, &self.samples);
+        line["rounds_rotations_per_s"] = json!(self.per_round);
+        line
+    }
+}
+
 fn db_mib(dir: &Path) -> f64 {
     let size: u64 = ["claimrules.db", "claimrules.db-wal"]
         .iter()
@@ -272,25 +295,14 @@ fn main() {
             .await
             .expect("reopen full store");
         // The two databases in turns, so the machine's drift (a shared VM) hits both alike.
-        let (mut e_all, mut f_all) = (Vec::new(), Vec::new());
-        let (mut e_secs, mut f_secs) = (0.0, 0.0);
-        let (mut e_rounds, mut f_rounds) = (Vec::new(), Vec::new());
+        let (mut e, mut f) = (Rounds::default(), Rounds::default());
         for round in 0..rounds {
-            let (s, samples) = timed(&empty_store, tasks, &format!("empty-{round}"), secs).await;
-            e_rounds.push((samples.len() as f64 / s).round());
-            e_secs += s;
-            e_all.extend(samples);
-            let (s, samples) = timed(&store, tasks, &format!("full-{round}"), secs).await;
-            f_rounds.push((samples.len() as f64 / s).round());
-            f_secs += s;
-            f_all.extend(samples);
+            e.add(timed(&empty_store, tasks, &format!("empty-{round}"), secs).await);
+            f.add(timed(&store, tasks, &format!("full-{round}"), secs).await);
         }
         drop(empty_store);
-        let mut empty_line = summary("empty", e_secs, &e_all);
-        empty_line["rounds_rotations_per_s"] = json!(e_rounds);
-        lines.push(empty_line);
-        let mut full_line = summary("full", f_secs, &f_all);
-        full_line["rounds_rotations_per_s"] = json!(f_rounds);
+        lines.push(e.summary("empty"));
+        let mut full_line = f.summary("full");
         full_line["fill_s"] = json!((fill_s * 10.0).round() / 10.0);
         full_line["db_mib"] = json!(size);
         lines.push(full_line);

@@ -41,8 +41,7 @@ thread_local! {
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// The process's allocator (mimalloc with the `mimalloc` feature, the system allocator without),
-/// counting what each rule run allocates (see the module
-/// documentation).
+/// counting what each rule run allocates (see the module documentation).
 /// The `claimrules` binary installs it; an embedder may too:
 ///
 /// ```
@@ -54,8 +53,9 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 pub struct RunAllocator;
 
 // What `RunAllocator` forwards to: mimalloc with the `mimalloc` feature (the `claimrules`
-// binary's), else the system allocator. On the refresh load mimalloc spent 9 % less CPU per
-// request than glibc's malloc at the same RSS (docs/perf/profile-refresh-2026-12-03.md).
+// binary's), else the system allocator. On the refresh load mimalloc spent 6 % less CPU per
+// request than glibc's malloc (median of 4 alternating rounds) at the same RSS
+// (docs/perf/profile-refresh-2026-12-03.md, evening).
 #[cfg(feature = "mimalloc")]
 const INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(not(feature = "mimalloc"))]

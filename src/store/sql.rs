@@ -42,11 +42,21 @@ pub(crate) const REFRESH_STATE: &str = "SELECT t.family, t.used_at, f.revoked \
      FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
      WHERE t.token_hash = $1";
 
+/// The condition of a valid refresh token: token `t` with hash `$1`, unused, in family `f` not
+/// revoked, unexpired at `$2`. One definition for every read that decides a refresh.
+macro_rules! valid_refresh {
+    () => {
+        " WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
+           AND (t.expires_at IS NULL OR t.expires_at > $2)"
+    };
+}
+
 /// The grant of refresh token `$1` if it is valid at `$2`.
-pub(crate) const REFRESH_GRANT: &str = "SELECT f.grant_json FROM refresh_tokens t \
-     JOIN refresh_families f ON f.family = t.family \
-     WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
-       AND (t.expires_at IS NULL OR t.expires_at > $2)";
+pub(crate) const REFRESH_GRANT: &str = concat!(
+    "SELECT f.grant_json FROM refresh_tokens t \
+     JOIN refresh_families f ON f.family = t.family",
+    valid_refresh!()
+);
 
 /// [`REFRESH_GRANT`] with the metadata rules stored for the grant's user (`NULL`s when none): the
 /// token endpoint's two reads of a refresh in one statement, so one snapshot and one read
@@ -59,8 +69,7 @@ macro_rules! refresh_grant_with_metadata {
              JOIN refresh_families f ON f.family = t.family \
              LEFT JOIN user_metadata m ON m.user_id = ",
             $user_id,
-            " WHERE t.token_hash = $1 AND t.used_at IS NULL AND NOT f.revoked \
-               AND (t.expires_at IS NULL OR t.expires_at > $2)"
+            valid_refresh!()
         )
     };
 }

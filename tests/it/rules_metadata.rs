@@ -174,11 +174,25 @@ fn counting_rules(dir: &Path) -> std::path::PathBuf {
     rules
 }
 
-async fn counted(server: &TestServer) -> Value {
-    let code = common::get_code(server, "openid profile", ALICE).await;
+/// A server on a fresh folder with [`counting_rules`].
+async fn counting_server() -> (tempfile::TempDir, TestServer) {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = counting_rules(dir.path());
+    common::write_config(dir.path(), Some(&rules), "");
+    let server = TestServer::start(dir.path()).await;
+    (dir, server)
+}
+
+/// Alice's login with `scope`: the token response.
+async fn alice_login(server: &TestServer, scope: &str) -> Value {
+    let code = common::get_code(server, scope, ALICE).await;
     let res = common::exchange(server, &code).await;
     assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
+    res.json().await.unwrap()
+}
+
+async fn counted(server: &TestServer) -> Value {
+    let body = alice_login(server, "openid profile").await;
     let claims = common::payload(body["id_token"].as_str().unwrap());
     assert_eq!(
         claims["https://example.com/plan"],
@@ -198,10 +212,7 @@ async fn denied_login(server: &TestServer) {
 
 #[tokio::test]
 async fn the_next_login_starts_with_the_stored_metadata_sqlite_and_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = counting_rules(dir.path());
-    common::write_config(dir.path(), Some(&rules), "");
-    let server = TestServer::start(dir.path()).await;
+    let (dir, server) = counting_server().await;
     assert_eq!(counted(&server).await, json!(1));
     assert_eq!(counted(&server).await, json!(2));
     denied_login(&server).await;
@@ -241,14 +252,8 @@ async fn the_next_login_starts_with_the_stored_metadata_sqlite_and_after_a_resta
 /// read with the refresh token's grant), and what it stores reaches the next refresh.
 #[tokio::test]
 async fn a_refresh_starts_with_the_metadata_stored_at_login_and_by_earlier_refreshes() {
-    let dir = tempfile::tempdir().unwrap();
-    let rules = counting_rules(dir.path());
-    common::write_config(dir.path(), Some(&rules), "");
-    let server = TestServer::start(dir.path()).await;
-    let code = common::get_code(&server, "openid offline_access", ALICE).await;
-    let res = common::exchange(&server, &code).await;
-    assert_eq!(res.status(), 200);
-    let mut body: Value = res.json().await.unwrap();
+    let (_dir, server) = counting_server().await;
+    let mut body = alice_login(&server, "openid offline_access").await;
     let counted = |body: &Value| {
         common::payload(body["id_token"].as_str().unwrap())["https://example.com/counted"].clone()
     };

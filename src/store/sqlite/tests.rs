@@ -25,6 +25,16 @@ fn fixture(dir: &Path) -> std::path::PathBuf {
 
 const NOW: i64 = 1_800_000_000;
 
+/// The first column of every row `sql` returns.
+fn column<T: rusqlite::types::FromSql>(c: &rusqlite::Connection, sql: &str) -> Vec<T> {
+    c.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_database_of_the_sqlx_engine_opens_and_reads() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,13 +108,7 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
     // new token after them, in the order stored.
     {
         let c = rusqlite::Connection::open(data.join("claimrules.db")).unwrap();
-        let order: Vec<String> = c
-            .prepare("SELECT token_hash FROM refresh_tokens ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let order: Vec<String> = column(&c, "SELECT token_hash FROM refresh_tokens ORDER BY id");
         assert_eq!(order.last().map(String::as_str), Some("refresh-hash-3"));
         assert!(order.contains(&"refresh-hash-1".to_string()), "{order:?}");
         assert!(order.contains(&"refresh-hash-2".to_string()), "{order:?}");
@@ -127,13 +131,7 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
     );
     drop(store);
     let c = rusqlite::Connection::open(data.join("claimrules.db")).unwrap();
-    let versions: Vec<i64> = c
-        .prepare("SELECT version FROM claimrules_schema ORDER BY version")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let versions: Vec<i64> = column(&c, "SELECT version FROM claimrules_schema ORDER BY version");
     assert_eq!(versions, vec![1, 2, 3]);
 }
 
