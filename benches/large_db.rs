@@ -16,11 +16,16 @@
 //! `Store::rotate_refresh` (mark used, store the successor; durable before it returns). No HTTP
 //! and no signing: this isolates the store's share and how it grows with the data.
 //!
+//! The tokens' keys are the server's own (`claimrules::crypto::refresh_token_key` of a
+//! `new_refresh_token`): they sort by issue order.
+//!
 //! The large database is filled FAST through a separate SQLite connection (rusqlite, bulk
 //! `INSERT … SELECT` over a recursive CTE in one transaction, same schema as
 //! migrations/sqlite/*.sql, created by `Store::open_in_folder`): every live token in a family of
 //! its own (one grant per token, random ids like the server's), every expired token likewise, so
-//! the purge deletes 2 rows per expired grant.
+//! the purge deletes 2 rows per expired grant. Their keys are shaped like the server's: issued
+//! in the 30 days before the run (the live ones) and the 30 before those (the expired ones), in
+//! that order, with a random digest.
 //!
 //! Phases: `empty` (fresh database) and `full` (after the fill, flushed to disk, store reopened),
 //! measured in `ROUNDS` turns of `SECS` each (empty, full, empty, full, …: this machine's speed
@@ -32,6 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use claimrules::crypto::{new_refresh_token, refresh_token_key};
 use claimrules::store::{Grant, Rotation, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -98,7 +104,12 @@ fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
     let grant_json = serde_json::to_string(&grant(0)).unwrap_or_default();
     let n = now();
     c.execute_batch("BEGIN")?;
-    for (count, expires_at) in [(live, n + 30 * DAY), (expired, n - DAY)] {
+    // (rows, expiry, issue time of the first row in µs): the expired ones were issued first.
+    let us = |secs: i64| secs * 1_000_000;
+    for (count, expires_at, issued_from) in [
+        (expired, n - DAY, us(n - 60 * DAY)),
+        (live, n + 30 * DAY, us(n - 30 * DAY)),
+    ] {
         if count == 0 {
             continue;
         }
@@ -118,8 +129,10 @@ fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
         )?;
         c.execute(
             "INSERT INTO refresh_tokens (token_hash, family, expires_at, used_at)
-             SELECT lower(hex(randomblob(32))), family, ?1, NULL FROM temp.fill",
-            rusqlite::params![expires_at],
+             SELECT 'z' || printf('%016x', ?2 + rowid * ?3) || lower(hex(randomblob(32))),
+                    family, ?1, NULL
+             FROM temp.fill ORDER BY rowid",
+            rusqlite::params![expires_at, issued_from, us(30 * DAY) / count.max(1) as i64],
         )?;
     }
     c.execute_batch("DROP TABLE IF EXISTS temp.fill; COMMIT;")?;
@@ -145,16 +158,14 @@ async fn load(
         let family = hash(&format!("{run}-family-{t}"));
         handles.push(tokio::spawn(async move {
             let exp = Some(now() + 30 * DAY);
-            let mut current = hash(&format!("{family}-0"));
+            let mut current = refresh_token_key(&new_refresh_token());
             store
                 .put_refresh(&current, &family, &grant(t), exp)
                 .await
                 .map_err(|e| e.to_string())?;
             let mut samples = Vec::new();
-            let mut n = 0u64;
             while !*stop.borrow() {
-                n += 1;
-                let next = hash(&format!("{family}-{n}"));
+                let next = refresh_token_key(&new_refresh_token());
                 let t0 = Instant::now();
                 let ts = now();
                 let g = store

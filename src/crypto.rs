@@ -24,6 +24,60 @@ pub fn sha256_hex(secret: &str) -> String {
     out
 }
 
+/// Hex digits of a refresh token's issue order (the part before its `.`).
+const ORDER_DIGITS: usize = 16;
+
+/// A new refresh token: `<order>.<secret>`. The order is 16 lowercase hex digits of the
+/// microsecond it was issued (strictly increasing within the process); the secret is 32 random
+/// bytes, base64url. The order is no secret (an access token's `iat` tells as much); it is there
+/// so that [`refresh_token_key`] grows with time: the store's index on the key then takes every
+/// new token at its right edge, on a page the previous rotation already wrote, instead of on a
+/// random page of an index as large as the database (issue 18's flatness target; measured in
+/// `benches/large_db.rs`).
+pub fn new_refresh_token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    // Strictly increasing even when the clock stands still or steps back.
+    let prev = LAST
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now.max(last.saturating_add(1)))
+        })
+        .unwrap_or_else(|last| last);
+    let order = now.max(prev.saturating_add(1));
+    format!(
+        "{order:0width$x}.{}",
+        random_token(32),
+        width = ORDER_DIGITS
+    )
+}
+
+/// The key the store files a refresh token under — never the token itself. For a token of
+/// [`new_refresh_token`]: `z`, its order, and the hex SHA-256 of the whole token, so keys sort by
+/// issue order and after every key of an earlier version (hex digits sort before `z` in every
+/// collation). For any other string, a token of an earlier version (43 characters of base64url)
+/// included: the hex SHA-256 alone, as those were filed.
+pub fn refresh_token_key(token: &str) -> String {
+    match token.split_once('.') {
+        Some((order, _))
+            if order.len() == ORDER_DIGITS
+                && order
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            let mut key = String::with_capacity(1 + ORDER_DIGITS + 64);
+            key.push('z');
+            key.push_str(order);
+            key.push_str(&sha256_hex(token));
+            key
+        }
+        _ => sha256_hex(token),
+    }
+}
+
 /// Base64url without padding.
 pub fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -75,6 +129,53 @@ mod tests {
             verifier,
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN"
         ));
+    }
+
+    #[test]
+    fn refresh_tokens_are_filed_in_issue_order_after_earlier_versions_keys() {
+        let tokens: Vec<String> = (0..1000).map(|_| new_refresh_token()).collect();
+        let keys: Vec<String> = tokens.iter().map(|t| refresh_token_key(t)).collect();
+        for (t, k) in tokens.iter().zip(&keys) {
+            let (order, secret) = t.split_once('.').expect("order.secret");
+            assert_eq!(order.len(), 16);
+            assert_eq!(secret.len(), 43);
+            assert!(!k.contains(secret), "the key must not hold the secret");
+            assert_eq!(k.len(), 81);
+            assert_eq!(
+                refresh_token_key(t),
+                *k,
+                "the key is a function of the token"
+            );
+        }
+        // Strictly increasing: every key sorts after the one issued before it.
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+        // An earlier version's token (random base64url) keeps its key, and every such key sorts
+        // before every new one.
+        for _ in 0..100 {
+            let old = random_token(32);
+            assert_eq!(refresh_token_key(&old), sha256_hex(&old));
+            assert!(refresh_token_key(&old) < keys[0]);
+        }
+        // Two tokens with the same order but different secrets get different keys.
+        let (order, _) = tokens[0].split_once('.').unwrap();
+        let forged = format!("{order}.{}", random_token(32));
+        assert_ne!(refresh_token_key(&forged), keys[0]);
+    }
+
+    #[test]
+    fn strings_that_only_look_like_refresh_tokens_are_hashed_whole() {
+        for s in [
+            "",
+            ".",
+            "0123.abc",
+            "0123456789ABCDEF.secret",
+            "0123456789abcdeg.secret",
+            "0123456789abcdef0.secret",
+            "z0123456789abcdef.secret",
+        ] {
+            assert_eq!(refresh_token_key(s), sha256_hex(s), "{s:?}");
+        }
+        assert!(refresh_token_key("0123456789abcdef.").starts_with("z0123456789abcdef"));
     }
 
     #[test]

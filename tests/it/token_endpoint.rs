@@ -161,6 +161,87 @@ async fn refresh_rotates_and_reruns_rules_with_the_refresh_protocol() {
     );
 }
 
+/// `<16 hex digits of issue order>.<43 characters of base64url>`: the order part.
+fn refresh_order(token: &str) -> u64 {
+    let (order, secret) = token.split_once('.').expect("order.secret");
+    assert_eq!(order.len(), 16, "{token}");
+    assert!(
+        secret.len() == 43
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "{token}"
+    );
+    u64::from_str_radix(order, 16).expect("hex order")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_carry_their_issue_order_and_earlier_tokens_still_rotate() {
+    let (_d, s) = server().await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let mut token = body["refresh_token"].as_str().unwrap().to_owned();
+    let mut order = refresh_order(&token);
+    for _ in 0..3 {
+        let res = refresh(&s, &token).await;
+        assert_eq!(res.status(), 200);
+        let next = res.json::<Value>().await.unwrap()["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(refresh_order(&next) > order, "{token} then {next}");
+        (token, order) = (next.clone(), refresh_order(&next));
+    }
+    // The order alone opens nothing: the same order with another secret is unknown, and
+    // presenting it neither works nor disturbs the real token.
+    let (prefix, _) = token.split_once('.').unwrap();
+    let forged = format!("{prefix}.{}", "A".repeat(43));
+    assert_eq!(refresh(&s, &forged).await.status(), 400);
+    assert_eq!(refresh(&s, prefix).await.status(), 400);
+    assert_eq!(refresh(&s, &token).await.status(), 200);
+
+    // A token an earlier version issued (random base64url, filed under its bare SHA-256) still
+    // rotates, into a token of the new format, and its reuse is still detected.
+    let legacy = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    let grant = claimrules::store::Grant {
+        client_id: CLIENT_ID.into(),
+        user_id: "auth0|alice".into(),
+        audience: Some(AUDIENCE.into()),
+        scopes: SCOPE.split(' ').map(String::from).collect(),
+        redirect_uri: REDIRECT.into(),
+        nonce: None,
+        code_challenge: None,
+        auth_time: 0,
+        session_id: None,
+        request: json!({}),
+        rule_scope: None,
+        claims: None,
+    };
+    s.state
+        .store
+        .put_refresh(
+            &claimrules::crypto::sha256_hex(legacy),
+            "family-of-an-earlier-version",
+            &grant,
+            None,
+        )
+        .await
+        .unwrap();
+    let res = refresh(&s, legacy).await;
+    assert_eq!(res.status(), 200);
+    let successor = res.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(refresh_order(&successor) > order);
+    assert_eq!(refresh(&s, legacy).await.status(), 400, "used");
+    assert_eq!(
+        refresh(&s, &successor).await.status(),
+        400,
+        "the reuse revoked its successor"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkce_verifier_is_checked() {
     let (_d, s) = server().await;

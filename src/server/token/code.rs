@@ -2,7 +2,10 @@
 
 use super::{count_issued, offline_allowed, refresh_expiry, response, sign, store_failed, Shared};
 use crate::config::ClientConfig;
-use crate::crypto::{pkce_s256_matches, random_token, sha256_hex, valid_pkce_verifier};
+use crate::crypto::{
+    new_refresh_token, pkce_s256_matches, random_token, refresh_token_key, sha256_hex,
+    valid_pkce_verifier,
+};
 use crate::issuer::{Issued, RuleClaims};
 use crate::model::{unix_now, Protocol};
 use crate::oauth::{TokenError, TokenParams, TokenResponse};
@@ -42,7 +45,12 @@ pub(super) async fn grant(
         Some((token, family, grant)) => {
             state
                 .store
-                .put_refresh(&sha256_hex(&token), &family, &grant, refresh_expiry(state))
+                .put_refresh(
+                    &refresh_token_key(&token),
+                    &family,
+                    &grant,
+                    refresh_expiry(state),
+                )
                 .await
                 .map_err(store_failed)?;
             state
@@ -118,7 +126,7 @@ async fn redeemed(
         .and_then(|c| serde_json::from_value(c).ok())
         .ok_or_else(TokenError::server_error)?;
     let issued = sign(state, client, &grant, claims, Protocol::AuthorizationCode).await?;
-    let refresh =
-        offline_allowed(state, client, &grant).then(|| (random_token(32), random_token(16), grant));
+    let refresh = offline_allowed(state, client, &grant)
+        .then(|| (new_refresh_token(), random_token(16), grant));
     Ok((issued, refresh))
 }

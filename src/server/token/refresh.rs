@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use super::super::{rule_request, ClientIp};
 use super::{count_issued, refresh_expiry, response, store_failed, token_request, Shared};
 use crate::config::ClientConfig;
-use crate::crypto::{random_token, sha256_hex};
+use crate::crypto::{new_refresh_token, refresh_token_key};
 use crate::issuer::{Endpoint, IssueError};
 use crate::model::{unix_now, Protocol};
 use crate::oauth::{TokenError, TokenParams, TokenResponse};
@@ -27,7 +27,7 @@ pub(super) async fn grant(
     let token = params
         .get("refresh_token")
         .ok_or_else(|| TokenError::invalid_request("refresh_token is required"))?;
-    let old_hash = sha256_hex(token);
+    let old_hash = refresh_token_key(token);
     let now = unix_now();
     // The grant and its user's stored metadata in one read (one snapshot, one statement).
     let Some((mut grant, stored)) = state
@@ -40,7 +40,12 @@ pub(super) async fn grant(
         // family on reuse (RFC 9700 §4.14.2).
         let outcome = state
             .store
-            .rotate_refresh_without_grant(&old_hash, &sha256_hex(&random_token(32)), now, None)
+            .rotate_refresh_without_grant(
+                &old_hash,
+                &refresh_token_key(&new_refresh_token()),
+                now,
+                None,
+            )
             .await
             .map_err(store_failed)?;
         if let Rotation::Reused { .. } = outcome {
@@ -144,12 +149,12 @@ pub(super) async fn grant(
         // invalid_grant with the rule's message, or server_error (crate::issuer::oauth).
         TokenError::from(e.oauth_error(Endpoint::Token))
     })?;
-    let new_token = random_token(32);
+    let new_token = new_refresh_token();
     match state
         .store
         .rotate_refresh_without_grant(
             &old_hash,
-            &sha256_hex(&new_token),
+            &refresh_token_key(&new_token),
             now,
             refresh_expiry(state),
         )
