@@ -243,6 +243,60 @@ async fn refresh_tokens_carry_their_issue_order_and_earlier_tokens_still_rotate(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_family_keeps_only_what_a_refresh_reads_of_the_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("10-seen.rhai"),
+        r#"context.idToken["https://example.com/seen"] = #{
+               protocol: context.protocol,
+               logins: context.stats.loginsCount,
+               user_logins: user.logins_count,
+               email: user.email,
+           };"#,
+    )
+    .unwrap();
+    write_config(dir.path(), Some(&rules), "");
+    let s = TestServer::start(dir.path()).await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let rt = body["refresh_token"].as_str().unwrap().to_owned();
+    let now = claimrules::model::unix_now();
+    let key = claimrules::crypto::refresh_token_key(&rt);
+    let grant = s
+        .state
+        .store
+        .refresh_grant(&key, now)
+        .await
+        .unwrap()
+        .expect("the family's grant");
+    // Neither the login's request nor the rules' claims at login: the rules run again.
+    assert_eq!(grant.request, Value::Null);
+    assert_eq!(grant.claims, Some(json!({"user": {"logins_count": 1}})));
+    // What a refresh needs is all there.
+    assert_eq!(grant.client_id, CLIENT_ID);
+    assert_eq!(grant.user_id, "auth0|alice");
+    assert_eq!(grant.audience.as_deref(), Some(AUDIENCE));
+    assert_eq!(grant.scopes.join(" "), SCOPE);
+    assert!(grant.session_id.is_some());
+    assert!(grant.auth_time > 0);
+    // The refresh's rules see the same login count and user as the login's did.
+    let login = payload(body["id_token"].as_str().unwrap());
+    let res = refresh(&s, &rt).await;
+    assert_eq!(res.status(), 200);
+    let b: Value = res.json().await.unwrap();
+    let id = payload(b["id_token"].as_str().unwrap());
+    let seen = &id["https://example.com/seen"];
+    assert_eq!(seen["protocol"], "oauth2-refresh-token");
+    assert_eq!(seen["logins"], 1);
+    assert_eq!(seen["user_logins"], 1);
+    assert_eq!(seen["email"], ALICE.0);
+    assert_eq!(login["https://example.com/seen"]["logins"], 1);
+    assert_eq!(id["email"], ALICE.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pkce_verifier_is_checked() {
     let (_d, s) = server().await;
     let code = get_code(&s, "openid", ALICE).await;

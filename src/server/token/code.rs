@@ -10,6 +10,7 @@ use crate::issuer::{Issued, RuleClaims};
 use crate::model::{unix_now, Protocol};
 use crate::oauth::{TokenError, TokenParams, TokenResponse};
 use crate::store::{CodeRedemption, Grant};
+use serde_json::{json, Value};
 
 /// The authorization code grant (RFC 6749 §4.1.3): redeems the code once, checks it against
 /// the request, signs, and stores the refresh token when one is issued.
@@ -127,6 +128,20 @@ async fn redeemed(
         .ok_or_else(TokenError::server_error)?;
     let issued = sign(state, client, &grant, claims, Protocol::AuthorizationCode).await?;
     let refresh = offline_allowed(state, client, &grant)
-        .then(|| (new_refresh_token(), random_token(16), grant));
+        .then(|| (new_refresh_token(), random_token(16), for_refresh(grant)));
     Ok((issued, refresh))
+}
+
+/// The grant a refresh token family keeps: what a refresh reads of it (`refresh.rs`), not the
+/// login's `context.request` nor the rules' claims at login (the rules run again at every
+/// refresh), except the user's `logins_count` the refresh's rules see. Every refresh reads and
+/// decodes this JSON: with the sample rules it is 428 bytes instead of 1,538.
+fn for_refresh(mut grant: Grant) -> Grant {
+    grant.request = Value::Null;
+    grant.claims = grant
+        .claims
+        .as_ref()
+        .and_then(|c| c.pointer("/user/logins_count"))
+        .map(|n| json!({ "user": { "logins_count": n } }));
+    grant
 }
