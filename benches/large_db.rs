@@ -65,7 +65,9 @@ fn hash(s: &str) -> String {
         .collect()
 }
 
-/// A grant shaped like the ones the authorization code flow stores.
+/// A grant shaped like the ones the authorization code flow stores for a refresh family
+/// (src/server/token/code.rs `for_refresh`: no login request, of the login's claims only the
+/// user's `logins_count`).
 fn grant(i: usize) -> Grant {
     Grant {
         client_id: "bench-client".into(),
@@ -85,10 +87,9 @@ fn grant(i: usize) -> Grant {
         code_challenge: None,
         auth_time: now(),
         session_id: Some(hash(&format!("session-{i}"))),
-        request: json!({"ip": "127.0.0.1", "hostname": "127.0.0.1:3000", "userAgent": "node",
-                        "query": {"audience": "https://api.example.com", "scope": "openid profile email offline_access read:contacts"}}),
+        request: Value::Null,
         rule_scope: None,
-        claims: None,
+        claims: Some(json!({"user": {"logins_count": 1}})),
     }
 }
 
