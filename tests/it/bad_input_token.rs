@@ -167,20 +167,7 @@ async fn every_bad_token_request_gets_its_rfc_error() {
     let m = Minter::new(&s).await;
 
     // An expired code, minted through the store.
-    let grant = claimrules::store::Grant {
-        client_id: CLIENT_ID.into(),
-        user_id: "auth0|alice".into(),
-        audience: Some(AUDIENCE.into()),
-        scopes: vec!["openid".into()],
-        redirect_uri: REDIRECT.into(),
-        nonce: None,
-        code_challenge: None,
-        auth_time: 0,
-        session_id: None,
-        request: json!({}),
-        rule_scope: None,
-        claims: None,
-    };
+    let grant = alice_grant("openid");
     s.state
         .store
         .put_code(&claimrules::crypto::sha256_hex("expired-code"), &grant, 1)

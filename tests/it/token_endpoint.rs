@@ -203,20 +203,7 @@ async fn refresh_tokens_carry_their_issue_order_and_earlier_tokens_still_rotate(
     // A token an earlier version issued (random base64url, filed under its bare SHA-256) still
     // rotates, into a token of the new format, and its reuse is still detected.
     let legacy = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-    let grant = claimrules::store::Grant {
-        client_id: CLIENT_ID.into(),
-        user_id: "auth0|alice".into(),
-        audience: Some(AUDIENCE.into()),
-        scopes: SCOPE.split(' ').map(String::from).collect(),
-        redirect_uri: REDIRECT.into(),
-        nonce: None,
-        code_challenge: None,
-        auth_time: 0,
-        session_id: None,
-        request: json!({}),
-        rule_scope: None,
-        claims: None,
-    };
+    let grant = alice_grant(SCOPE);
     s.state
         .store
         .put_refresh(
@@ -454,20 +441,7 @@ async fn token_errors_follow_rfc6749() {
     }
     let expired = {
         // A code past its lifetime, minted through the store.
-        let g = claimrules::store::Grant {
-            client_id: CLIENT_ID.into(),
-            user_id: "auth0|alice".into(),
-            audience: Some(AUDIENCE.into()),
-            scopes: vec!["openid".into()],
-            redirect_uri: REDIRECT.into(),
-            nonce: None,
-            code_challenge: None,
-            auth_time: 0,
-            session_id: None,
-            request: json!({}),
-            rule_scope: None,
-            claims: None,
-        };
+        let g = alice_grant("openid");
         s.state
             .store
             .put_code(&claimrules::crypto::sha256_hex("expired-code"), &g, 1)

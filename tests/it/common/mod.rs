@@ -318,6 +318,25 @@ pub async fn get_code(server: &TestServer, scope: &str, user: (&str, &str)) -> S
 }
 
 /// Exchanges a code with the confidential client (form body, secret in the body).
+/// A grant of Alice's to the test client for the test API with `scopes`, as the store keeps
+/// one: for codes and refresh tokens minted through the store instead of a login.
+pub fn alice_grant(scopes: &str) -> claimrules::store::Grant {
+    claimrules::store::Grant {
+        client_id: CLIENT_ID.into(),
+        user_id: "auth0|alice".into(),
+        audience: Some(AUDIENCE.into()),
+        scopes: scopes.split(' ').map(String::from).collect(),
+        redirect_uri: REDIRECT.into(),
+        nonce: None,
+        code_challenge: None,
+        auth_time: 0,
+        session_id: None,
+        request: serde_json::json!({}),
+        rule_scope: None,
+        claims: None,
+    }
+}
+
 pub async fn exchange(server: &TestServer, code: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(server.url("/oauth/token"))
