@@ -37,10 +37,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claimrules::crypto::{new_refresh_token, refresh_token_key};
+use claimrules::crypto::{new_refresh_token, refresh_token_key, sha256_hex};
 use claimrules::store::{Grant, Rotation, Store};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 const DAY: i64 = 86_400;
 
@@ -56,13 +55,6 @@ fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-fn hash(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A grant shaped like the ones the authorization code flow stores for a refresh family
@@ -86,7 +78,7 @@ fn grant(i: usize) -> Grant {
         nonce: Some("n-0S6_WzA2Mj".into()),
         code_challenge: None,
         auth_time: now(),
-        session_id: Some(hash(&format!("session-{i}"))),
+        session_id: Some(sha256_hex(&format!("session-{i}"))),
         request: Value::Null,
         rule_scope: None,
         claims: Some(json!({"user": {"logins_count": 1}})),
@@ -156,7 +148,7 @@ async fn load(
     let mut handles = Vec::new();
     for t in 0..tasks {
         let (store, stop) = (store.clone(), stop.clone());
-        let family = hash(&format!("{run}-family-{t}"));
+        let family = sha256_hex(&format!("{run}-family-{t}"));
         handles.push(tokio::spawn(async move {
             let exp = Some(now() + 30 * DAY);
             let mut current = refresh_token_key(&new_refresh_token());

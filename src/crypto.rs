@@ -16,16 +16,19 @@ pub fn random_token(bytes: usize) -> String {
 
 /// Hex SHA-256 of a secret: what the store keeps instead of codes, refresh tokens and sessions.
 pub fn sha256_hex(secret: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(secret.as_bytes());
     let mut out = String::with_capacity(64);
-    // Two table lookups per byte: `format!` per byte allocated 32 strings per hash, and this
-    // runs twice per refresh (the old and the new token's key).
-    for b in digest {
+    push_sha256_hex(&mut out, secret);
+    out
+}
+
+/// Appends the lowercase hex SHA-256 of `secret` to `out`: two table lookups per byte (a
+/// `format!` per byte allocated 32 strings per hash, and this runs twice per refresh).
+fn push_sha256_hex(out: &mut String, secret: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in Sha256::digest(secret.as_bytes()) {
         out.push(char::from(HEX[usize::from(b >> 4)]));
         out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
-    out
 }
 
 /// Hex digits of a refresh token's issue order (the part before its `.`).
@@ -46,12 +49,13 @@ pub fn new_refresh_token() -> String {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     // Strictly increasing even when the clock stands still or steps back.
+    let after = |last: u64| now.max(last.saturating_add(1));
     let prev = LAST
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(now.max(last.saturating_add(1)))
+            Some(after(last))
         })
         .unwrap_or_else(|last| last);
-    let order = now.max(prev.saturating_add(1));
+    let order = after(prev);
     format!(
         "{order:0width$x}.{}",
         random_token(32),
@@ -75,7 +79,7 @@ pub fn refresh_token_key(token: &str) -> String {
             let mut key = String::with_capacity(1 + ORDER_DIGITS + 64);
             key.push('z');
             key.push_str(order);
-            key.push_str(&sha256_hex(token));
+            push_sha256_hex(&mut key, token);
             key
         }
         _ => sha256_hex(token),

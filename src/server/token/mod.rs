@@ -199,6 +199,13 @@ async fn sign(
         })
 }
 
+/// The user's `logins_count` at login, as the rules' claims in a stored grant keep it: what a
+/// refresh's rules see as `context.stats.loginsCount`, and the one claim a refresh family keeps
+/// of the login's (`code.rs`).
+fn stored_logins_count(grant: &Grant) -> Option<&Value> {
+    grant.claims.as_ref()?.pointer("/user/logins_count")
+}
+
 /// The issuer's request for a stored grant.
 fn token_request(
     client: &ClientConfig,

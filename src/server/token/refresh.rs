@@ -4,7 +4,8 @@ use axum::http::HeaderMap;
 use serde_json::{json, Map, Value};
 
 use super::super::{rule_request, ClientIp};
-use super::{count_issued, refresh_expiry, response, store_failed, token_request, Shared};
+use super::{count_issued, refresh_expiry, response, store_failed, stored_logins_count};
+use super::{token_request, Shared};
 use crate::config::ClientConfig;
 use crate::crypto::{new_refresh_token, refresh_token_key};
 use crate::issuer::{Endpoint, IssueError};
@@ -76,10 +77,7 @@ pub(super) async fn grant(
         .config
         .user(&grant.user_id)
         .ok_or_else(|| TokenError::invalid_grant("the grant's user no longer exists"))?;
-    let logins = grant
-        .claims
-        .as_ref()
-        .and_then(|c| c.pointer("/user/logins_count"))
+    let logins = stored_logins_count(&grant)
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let body: Map<String, Value> = params
