@@ -121,10 +121,10 @@ fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
             rusqlite::params![grant_json],
         )?;
         c.execute(
-            "INSERT INTO refresh_tokens (token_hash, family, expires_at, used_at)
-             SELECT 'z' || printf('%016x', ?2 + rowid * ?3) || lower(hex(randomblob(32))),
-                    family, ?1, NULL
-             FROM temp.fill ORDER BY rowid",
+            "INSERT INTO refresh_tokens (token_hash, family, family_id, expires_at, used_at)
+             SELECT 'z' || printf('%016x', ?2 + w.rowid * ?3) || lower(hex(randomblob(32))),
+                    w.family, f.id, ?1, NULL
+             FROM temp.fill w JOIN refresh_families f ON f.family = w.family ORDER BY w.rowid",
             rusqlite::params![expires_at, issued_from, us(30 * DAY) / count.max(1) as i64],
         )?;
     }

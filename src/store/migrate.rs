@@ -27,6 +27,7 @@ pub(crate) const SQLITE: Migrations = Migrations {
         include_str!("../../migrations/sqlite/0001_init.sql"),
         include_str!("../../migrations/sqlite/0002_user_metadata.sql"),
         include_str!("../../migrations/sqlite/0003_refresh_tokens_rowid.sql"),
+        include_str!("../../migrations/sqlite/0004_refresh_families_rowid.sql"),
     ],
 };
 

@@ -44,6 +44,10 @@ const USER_METADATA_FOR_UPDATE: &str =
 const ENSURE_USER_METADATA: &str =
     "INSERT INTO user_metadata (user_id) VALUES ($1) ON CONFLICT DO NOTHING";
 
+/// Stores refresh token `$1` in family `$2`, expiring at `$3` (or never).
+const PUT_REFRESH: &str =
+    "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES ($1, $2, $3)";
+
 /// Rotates refresh token `$2` at `$1` in one statement, hence one atomic transaction and one
 /// round trip: marks it used if valid, inserts its successor `$3` (expiring at `$4`) in the same
 /// family, returns the family and `$grant`. If the insert fails (duplicate new hash), the mark
@@ -217,7 +221,7 @@ impl PgStore {
             sqlx::query(sql::PUT_FAMILY).bind(family).bind(grant),
         )
         .await?;
-        let token = sqlx::query(sql::PUT_REFRESH)
+        let token = sqlx::query(PUT_REFRESH)
             .bind(token_hash)
             .bind(family)
             .bind(expires_at);

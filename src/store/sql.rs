@@ -33,10 +33,6 @@ pub(crate) const PUT_FAMILY: &str =
     "INSERT INTO refresh_families (family, grant_json) VALUES ($1, $2) \
      ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json";
 
-/// Stores refresh token `$1` in family `$2`, expiring at `$3` (or never).
-pub(crate) const PUT_REFRESH: &str =
-    "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES ($1, $2, $3)";
-
 /// A token's state after a failed rotation (`$1` hash): `family`, `used_at`, `revoked`.
 pub(crate) const REFRESH_STATE: &str = "SELECT t.family, t.used_at, f.revoked \
      FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
@@ -51,10 +47,28 @@ macro_rules! valid_refresh {
     };
 }
 
-/// The grant of refresh token `$1` if it is valid at `$2`.
+/// How a refresh read joins token `t` to its family `f`: on PostgreSQL by the family, on SQLite
+/// by the family's rowid, which each token names too (migrations/sqlite/0004_*.sql).
+macro_rules! family_of_token {
+    (postgres) => {
+        " JOIN refresh_families f ON f.family = t.family"
+    };
+    (sqlite) => {
+        " JOIN refresh_families f ON f.id = t.family_id"
+    };
+}
+
+/// The grant of refresh token `$1` if it is valid at `$2`, on PostgreSQL.
 pub(crate) const REFRESH_GRANT: &str = concat!(
-    "SELECT f.grant_json FROM refresh_tokens t \
-     JOIN refresh_families f ON f.family = t.family",
+    "SELECT f.grant_json FROM refresh_tokens t",
+    family_of_token!(postgres),
+    valid_refresh!()
+);
+
+/// [`REFRESH_GRANT`] on SQLite.
+pub(crate) const REFRESH_GRANT_SQLITE: &str = concat!(
+    "SELECT f.grant_json FROM refresh_tokens t",
+    family_of_token!(sqlite),
     valid_refresh!()
 );
 
@@ -63,11 +77,11 @@ pub(crate) const REFRESH_GRANT: &str = concat!(
 /// transaction. `{user_id}` is the engine's expression for the grant JSON's `user_id`
 /// ([`super::codec::encode_grant`]).
 macro_rules! refresh_grant_with_metadata {
-    ($user_id:literal) => {
+    ($engine:ident, $user_id:literal) => {
         concat!(
-            "SELECT f.grant_json, m.app_metadata, m.user_metadata FROM refresh_tokens t \
-             JOIN refresh_families f ON f.family = t.family \
-             LEFT JOIN user_metadata m ON m.user_id = ",
+            "SELECT f.grant_json, m.app_metadata, m.user_metadata FROM refresh_tokens t",
+            family_of_token!($engine),
+            " LEFT JOIN user_metadata m ON m.user_id = ",
             $user_id,
             valid_refresh!()
         )
@@ -76,11 +90,11 @@ macro_rules! refresh_grant_with_metadata {
 
 /// [`refresh_grant_with_metadata!`] on SQLite (`->>` with a label: SQLite 3.38 and later).
 pub(crate) const REFRESH_GRANT_WITH_METADATA_SQLITE: &str =
-    refresh_grant_with_metadata!("(f.grant_json ->> 'user_id')");
+    refresh_grant_with_metadata!(sqlite, "(f.grant_json ->> 'user_id')");
 
 /// [`refresh_grant_with_metadata!`] on PostgreSQL (`grant_json` is `TEXT`).
 pub(crate) const REFRESH_GRANT_WITH_METADATA_POSTGRES: &str =
-    refresh_grant_with_metadata!("(f.grant_json::jsonb ->> 'user_id')");
+    refresh_grant_with_metadata!(postgres, "(f.grant_json::jsonb ->> 'user_id')");
 
 /// The consented scopes (JSON) of user `$1`, client `$2`, audience `$3`.
 pub(crate) const CONSENT: &str = "SELECT scopes_json FROM consents \
@@ -195,9 +209,8 @@ mod tests {
             LINK_FAMILY,
             REVOKE_FAMILY,
             PUT_FAMILY,
-            PUT_REFRESH,
             REFRESH_STATE,
-            REFRESH_GRANT,
+            REFRESH_GRANT_SQLITE,
             REFRESH_GRANT_WITH_METADATA_SQLITE,
             CONSENT,
             SAVE_CONSENT,
@@ -238,11 +251,11 @@ mod tests {
 
     #[test]
     fn parameters_first_appear_in_order() {
-        // The PostgreSQL spelling too (SQLite cannot prepare it; the store conformance tests run
+        // The PostgreSQL spellings too (not for SQLite's schema; the store conformance tests run
         // it on PostgreSQL).
         for sql in all()
             .into_iter()
-            .chain([REFRESH_GRANT_WITH_METADATA_POSTGRES])
+            .chain([REFRESH_GRANT, REFRESH_GRANT_WITH_METADATA_POSTGRES])
         {
             let seen = first_appearances(sql);
             let expected: Vec<usize> = (1..=seen.len()).collect();

@@ -121,9 +121,32 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
             )
             .unwrap();
         assert_eq!(without_rowid, 0);
+        // Version 4 made the families a rowid table, and every token names its family's rowid.
+        let families_without_rowid: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'refresh_families' \
+                 AND sql LIKE '%WITHOUT ROWID%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(families_without_rowid, 0);
+        let mismatched: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM refresh_tokens t LEFT JOIN refresh_families f \
+                 ON f.id = t.family_id WHERE f.family IS NOT t.family",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(mismatched, 0);
+        let tokens: i64 = c
+            .query_row("SELECT COUNT(*) FROM refresh_tokens", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tokens as usize, order.len());
     }
 
-    // Reopened: nothing to migrate, schema version 3.
+    // Reopened: nothing to migrate, schema version 4.
     let store = Store::open_in_folder(&data).await.unwrap();
     assert_eq!(
         store.refresh_grant("refresh-hash-3", NOW).await.unwrap(),
@@ -132,7 +155,7 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
     drop(store);
     let c = rusqlite::Connection::open(data.join("claimrules.db")).unwrap();
     let versions: Vec<i64> = column(&c, "SELECT version FROM claimrules_schema ORDER BY version");
-    assert_eq!(versions, vec![1, 2, 3]);
+    assert_eq!(versions, vec![1, 2, 3, 4]);
 }
 
 #[test]

@@ -80,7 +80,7 @@ impl SqliteStore {
         let grant = encode_grant(grant)?;
         self.write(true, move |c| {
             exec(c, sql::PUT_FAMILY, [&family, &grant])?;
-            exec(c, sql::PUT_REFRESH, params![token_hash, family, expires_at])?;
+            exec(c, PUT_REFRESH, params![token_hash, family, expires_at])?;
             Ok(())
         })
         .await
@@ -149,9 +149,12 @@ impl SqliteStore {
         let token_hash = token_hash.to_string();
         let json: Option<String> = self
             .read(move |c| {
-                optional(c, sql::REFRESH_GRANT, params![token_hash, now], |r| {
-                    r.get(0)
-                })
+                optional(
+                    c,
+                    sql::REFRESH_GRANT_SQLITE,
+                    params![token_hash, now],
+                    |r| r.get(0),
+                )
             })
             .await?;
         json.as_deref().map(decode_grant).transpose()
@@ -217,8 +220,20 @@ fn redeem(c: &Connection, code_hash: &str, now: i64) -> Result<CodeRedemption, S
     Ok(CodeRedemption::Replayed { family })
 }
 
-/// Marks a valid token used and returns its family and `$grant`: the common case of a rotation
-/// in one statement.
+/// Stores refresh token `?1` in family `?2`, expiring at `?3` (or never), naming the family's
+/// rowid too (migrations/sqlite/0004_refresh_families_rowid.sql); nothing when the family does
+/// not exist. (`?N` binds by number; SQLite numbers `$N` by first appearance.)
+const PUT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family, family_id, expires_at) \
+     SELECT ?1, family, id, ?3 FROM refresh_families WHERE family = ?2";
+
+/// Stores refresh token `?1` in family `?2` of rowid `?3`, expiring at `?4` (or never): the
+/// successor of a rotated token, whose row named both.
+const PUT_SUCCESSOR: &str =
+    "INSERT INTO refresh_tokens (token_hash, family, family_id, expires_at) \
+     VALUES (?1, ?2, ?3, ?4)";
+
+/// Marks a valid token used and returns its family, the family's rowid and `$grant`: the common
+/// case of a rotation in one statement. The family is found by rowid.
 macro_rules! mark_used {
     ($grant:literal) => {
         concat!(
@@ -226,17 +241,16 @@ macro_rules! mark_used {
              WHERE token_hash = ?2 AND used_at IS NULL \
                AND (expires_at IS NULL OR expires_at > ?1) \
                AND NOT EXISTS (SELECT 1 FROM refresh_families f \
-                               WHERE f.family = refresh_tokens.family AND f.revoked <> 0) \
-             RETURNING family, ",
+                               WHERE f.id = refresh_tokens.family_id AND f.revoked <> 0) \
+             RETURNING family, family_id, ",
             $grant
         )
     };
 }
 
 /// [`mark_used!`] returning the family's grant JSON too.
-const MARK_USED_READ_GRANT: &str = mark_used!(
-    "(SELECT grant_json FROM refresh_families f WHERE f.family = refresh_tokens.family)"
-);
+const MARK_USED_READ_GRANT: &str =
+    mark_used!("(SELECT grant_json FROM refresh_families f WHERE f.id = refresh_tokens.family_id)");
 /// [`mark_used!`] returning NULL for the grant (not read).
 const MARK_USED: &str = mark_used!("NULL");
 
@@ -252,16 +266,16 @@ fn rotate<G>(
     mark: &str,
     grant: fn(Option<&str>) -> Result<G, StoreError>,
 ) -> Result<Rotation<G>, StoreError> {
-    let rotated: Option<(String, Option<String>)> =
+    let rotated: Option<(String, i64, Option<String>)> =
         optional(c, mark, params![now, old_hash], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    if let Some((family, json)) = rotated {
+    if let Some((family, family_id, json)) = rotated {
         let done = grant(json.as_deref()).and_then(|grant| {
             exec(
                 c,
-                sql::PUT_REFRESH,
-                params![new_hash, family, new_expires_at],
+                PUT_SUCCESSOR,
+                params![new_hash, family, family_id, new_expires_at],
             )
             .map(|_| grant)
         });
