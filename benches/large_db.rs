@@ -22,8 +22,9 @@
 //! The large database is filled FAST through a separate SQLite connection (rusqlite, bulk
 //! `INSERT … SELECT` over a recursive CTE in one transaction, same schema as
 //! migrations/sqlite/*.sql, created by `Store::open_in_folder`): every live token in a family of
-//! its own (one grant per token, random ids like the server's), every expired token likewise, so
-//! the purge deletes 2 rows per expired grant. Their keys are shaped like the server's: issued
+//! its own (one grant per token; family ids shaped like the server's `crypto::new_family_id`,
+//! made with the token), every expired token likewise, so the purge deletes 2 rows per expired
+//! grant. Their keys are shaped like the server's: issued
 //! in the 30 days before the run (the live ones) and the 30 before those (the expired ones), in
 //! that order, with a random digest.
 //!
@@ -37,7 +38,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use claimrules::crypto::{new_refresh_token, refresh_token_key, sha256_hex};
+use claimrules::crypto::{new_family_id, new_refresh_token, refresh_token_key, sha256_hex};
 use claimrules::store::{Grant, Rotation, Store};
 use serde_json::{json, Value};
 
@@ -106,14 +107,17 @@ fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
         if count == 0 {
             continue;
         }
+        let step = us(30 * DAY) / count.max(1) as i64;
         c.execute_batch(
             "DROP TABLE IF EXISTS temp.fill;
              CREATE TEMP TABLE fill (family TEXT NOT NULL);",
         )?;
+        // Families named like the server's (`crypto::new_family_id`), created with their token.
         c.execute(
             "WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < ?1)
-             INSERT INTO temp.fill (family) SELECT lower(hex(randomblob(16))) FROM i",
-            rusqlite::params![count as i64],
+             INSERT INTO temp.fill (family)
+             SELECT printf('%016x', ?2 + n * ?3) || '.' || lower(hex(randomblob(8))) FROM i",
+            rusqlite::params![count as i64, issued_from, step],
         )?;
         c.execute(
             "INSERT INTO refresh_families (family, grant_json, revoked)
@@ -125,7 +129,7 @@ fn fill(db: &Path, live: u64, expired: u64) -> Result<f64, rusqlite::Error> {
              SELECT 'z' || printf('%016x', ?2 + w.rowid * ?3) || lower(hex(randomblob(32))),
                     w.family, f.id, ?1, NULL
              FROM temp.fill w JOIN refresh_families f ON f.family = w.family ORDER BY w.rowid",
-            rusqlite::params![expires_at, issued_from, us(30 * DAY) / count.max(1) as i64],
+            rusqlite::params![expires_at, issued_from, step],
         )?;
     }
     c.execute_batch("DROP TABLE IF EXISTS temp.fill; COMMIT;")?;
@@ -141,14 +145,13 @@ type Samples = Vec<(Duration, Duration)>;
 async fn load(
     store: &Store,
     tasks: usize,
-    run: &str,
     stop: Arc<tokio::sync::watch::Receiver<bool>>,
 ) -> (f64, Samples) {
     let started = Instant::now();
     let mut handles = Vec::new();
     for t in 0..tasks {
         let (store, stop) = (store.clone(), stop.clone());
-        let family = sha256_hex(&format!("{run}-family-{t}"));
+        let family = new_family_id();
         handles.push(tokio::spawn(async move {
             let exp = Some(now() + 30 * DAY);
             let mut current = refresh_token_key(&new_refresh_token());
@@ -215,13 +218,13 @@ fn summary(phase: &str, secs: f64, samples: &[(Duration, Duration)]) -> Value {
 }
 
 /// Runs the load for `secs` seconds.
-async fn timed(store: &Store, tasks: usize, run: &str, secs: u64) -> (f64, Samples) {
+async fn timed(store: &Store, tasks: usize, secs: u64) -> (f64, Samples) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stopper = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let _ = tx.send(true);
     });
-    let out = load(store, tasks, run, Arc::new(rx)).await;
+    let out = load(store, tasks, Arc::new(rx)).await;
     let _ = stopper.await;
     out
 }
@@ -300,9 +303,9 @@ fn main() {
             .expect("reopen full store");
         // The two databases in turns, so the machine's drift (a shared VM) hits both alike.
         let (mut e, mut f) = (Rounds::default(), Rounds::default());
-        for round in 0..rounds {
-            e.add(timed(&empty_store, tasks, &format!("empty-{round}"), secs).await);
-            f.add(timed(&store, tasks, &format!("full-{round}"), secs).await);
+        for _ in 0..rounds {
+            e.add(timed(&empty_store, tasks, secs).await);
+            f.add(timed(&store, tasks, secs).await);
         }
         drop(empty_store);
         lines.push(e.summary("empty"));
@@ -315,8 +318,7 @@ fn main() {
         // load runs until `secs` have passed and the purge has been over for 1 s.
         let (tx, rx) = tokio::sync::watch::channel(false);
         let load_store = store.clone();
-        let loader =
-            tokio::spawn(async move { load(&load_store, tasks, "purge", Arc::new(rx)).await });
+        let loader = tokio::spawn(async move { load(&load_store, tasks, Arc::new(rx)).await });
         let phase_start = Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
         let purge_from = phase_start.elapsed();

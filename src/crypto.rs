@@ -42,25 +42,44 @@ const ORDER_DIGITS: usize = 16;
 /// random page of an index as large as the database (issue 18's flatness target; measured in
 /// `benches/large_db.rs`).
 pub fn new_refresh_token() -> String {
+    format!(
+        "{:0width$x}.{}",
+        next_order(),
+        random_token(32),
+        width = ORDER_DIGITS
+    )
+}
+
+/// A new refresh family's id: `<order>.<random>`, the order as in [`new_refresh_token`] and 12
+/// random bytes (base64url) so that ids made in the same microsecond by several servers sharing
+/// a database still differ. Ordered like the tokens, the families' table and its index take
+/// every new family at their right edge, and a purge, which walks the families in creation order,
+/// deletes neighbours (ids of earlier versions were 16 random bytes, and stay valid).
+pub fn new_family_id() -> String {
+    format!(
+        "{:0width$x}.{}",
+        next_order(),
+        random_token(12),
+        width = ORDER_DIGITS
+    )
+}
+
+/// The current microsecond since the epoch, strictly increasing within the process even when
+/// the clock stands still or steps back.
+fn next_order() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST: AtomicU64 = AtomicU64::new(0);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
-    // Strictly increasing even when the clock stands still or steps back.
     let after = |last: u64| now.max(last.saturating_add(1));
     let prev = LAST
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
             Some(after(last))
         })
         .unwrap_or_else(|last| last);
-    let order = after(prev);
-    format!(
-        "{order:0width$x}.{}",
-        random_token(32),
-        width = ORDER_DIGITS
-    )
+    after(prev)
 }
 
 /// The key the store files a refresh token under — never the token itself. For a token of
@@ -168,6 +187,31 @@ mod tests {
         let (order, _) = tokens[0].split_once('.').unwrap();
         let forged = format!("{order}.{}", random_token(32));
         assert_ne!(refresh_token_key(&forged), keys[0]);
+    }
+
+    #[test]
+    fn family_ids_are_ordered_like_the_tokens_made_beside_them() {
+        let mut made = Vec::new();
+        for _ in 0..500 {
+            made.push(new_family_id());
+            made.push(new_refresh_token());
+        }
+        let orders: Vec<&str> = made
+            .iter()
+            .map(|m| m.split_once('.').expect("order.random").0)
+            .collect();
+        assert!(orders.iter().all(|o| o.len() == 16));
+        // One clock for both: every order is after the one made before it.
+        assert!(orders.windows(2).all(|w| w[0] < w[1]));
+        let families: Vec<&String> = made.iter().step_by(2).collect();
+        assert!(families.windows(2).all(|w| w[0] < w[1]));
+        for f in families {
+            let (_, random) = f.split_once('.').unwrap();
+            assert_eq!(random.len(), 16, "{f}");
+            assert!(random
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')));
+        }
     }
 
     #[test]

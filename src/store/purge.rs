@@ -53,20 +53,18 @@ impl Window {
         }
     }
 
+    /// [`Window::select`] on SQLite, whose families are walked by rowid
+    /// ([`sql::FAMILY_WINDOW_SQLITE`]).
+    pub(crate) fn select_sqlite(self) -> &'static str {
+        match self {
+            Window::Families => sql::FAMILY_WINDOW_SQLITE,
+            Window::Codes => self.select(),
+        }
+    }
+
     /// The statements run over a window, in order.
     pub(crate) fn writes(self) -> &'static [WindowWrite] {
-        const FAMILIES: &[WindowWrite] = &[
-            WindowWrite {
-                sql: sql::PURGE_FAMILIES[0],
-                binds_now: false,
-                deletes: true,
-            },
-            WindowWrite {
-                sql: sql::PURGE_FAMILIES[1],
-                binds_now: false,
-                deletes: true,
-            },
-        ];
+        const FAMILIES: &[WindowWrite] = &families(sql::PURGE_FAMILIES);
         const CODES: &[WindowWrite] = &[
             WindowWrite {
                 sql: sql::PURGE_CODES,
@@ -84,6 +82,32 @@ impl Window {
             Window::Codes => CODES,
         }
     }
+
+    /// [`Window::writes`] on SQLite ([`sql::PURGE_FAMILIES_SQLITE`]).
+    pub(crate) fn writes_sqlite(self) -> &'static [WindowWrite] {
+        const FAMILIES: &[WindowWrite] = &families(sql::PURGE_FAMILIES_SQLITE);
+        match self {
+            Window::Families => FAMILIES,
+            Window::Codes => self.writes(),
+        }
+    }
+}
+
+/// The writes of a window of families: its revoked families' tokens, then the families revoked
+/// or left without tokens.
+const fn families([tokens, families]: [&'static str; 2]) -> [WindowWrite; 2] {
+    [
+        WindowWrite {
+            sql: tokens,
+            binds_now: false,
+            deletes: true,
+        },
+        WindowWrite {
+            sql: families,
+            binds_now: false,
+            deletes: true,
+        },
+    ]
 }
 
 /// One bounded step of a purge.

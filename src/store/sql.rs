@@ -179,6 +179,23 @@ pub(crate) const PURGE_FAMILIES: [&str; 2] = [
      (SELECT 1 FROM refresh_tokens t WHERE t.family = refresh_families.family))",
 ];
 
+/// [`FAMILY_WINDOW`] on SQLite, by rowid (migrations/sqlite/0004_*.sql): the families of a
+/// window are then neighbours in the table, as they were created, so a step deletes from a few
+/// adjacent pages instead of one random page per family. The bounds stay text: `""` (the first
+/// window's) casts to 0, below every rowid.
+pub(crate) const FAMILY_WINDOW_SQLITE: &str = "SELECT CAST(MAX(id) AS TEXT) FROM \
+     (SELECT id FROM refresh_families WHERE id > CAST($1 AS INTEGER) ORDER BY id LIMIT $2) w";
+
+/// [`PURGE_FAMILIES`] on SQLite, in a window of rowids ([`FAMILY_WINDOW_SQLITE`]); the tokens are
+/// still found by their family (the index the cascade uses).
+pub(crate) const PURGE_FAMILIES_SQLITE: [&str; 2] = [
+    "DELETE FROM refresh_tokens WHERE family IN (SELECT family FROM refresh_families \
+     WHERE id > CAST($1 AS INTEGER) AND id <= CAST($2 AS INTEGER) AND revoked)",
+    "DELETE FROM refresh_families \
+     WHERE id > CAST($1 AS INTEGER) AND id <= CAST($2 AS INTEGER) AND (revoked OR NOT EXISTS \
+     (SELECT 1 FROM refresh_tokens t WHERE t.family = refresh_families.family))",
+];
+
 /// The last of the next `$2` codes after code hash `$1` (`NULL` past the last): a window of
 /// [`PURGE_CODES`] and [`SCRUB_CODES`].
 pub(crate) const CODE_WINDOW: &str = "SELECT MAX(code_hash) FROM \
@@ -224,12 +241,14 @@ mod tests {
             PUT_KEY,
             RETIRE_KEY,
             FAMILY_WINDOW,
+            FAMILY_WINDOW_SQLITE,
             CODE_WINDOW,
             PURGE_CODES,
             SCRUB_CODES,
         ];
         all.extend(PURGE_EXPIRED);
         all.extend(PURGE_FAMILIES);
+        all.extend(PURGE_FAMILIES_SQLITE);
         all
     }
 

@@ -4,7 +4,7 @@ use super::{count_issued, offline_allowed, refresh_expiry, response, sign, store
 use super::{stored_logins_count, Shared};
 use crate::config::ClientConfig;
 use crate::crypto::{
-    new_refresh_token, pkce_s256_matches, random_token, refresh_token_key, sha256_hex,
+    new_family_id, new_refresh_token, pkce_s256_matches, refresh_token_key, sha256_hex,
     valid_pkce_verifier,
 };
 use crate::issuer::{Issued, RuleClaims};
@@ -129,7 +129,7 @@ async fn redeemed(
         .ok_or_else(TokenError::server_error)?;
     let issued = sign(state, client, &grant, claims, Protocol::AuthorizationCode).await?;
     let refresh = offline_allowed(state, client, &grant)
-        .then(|| (new_refresh_token(), random_token(16), for_refresh(grant)));
+        .then(|| (new_refresh_token(), new_family_id(), for_refresh(grant)));
     Ok((issued, refresh))
 }
 

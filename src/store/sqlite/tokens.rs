@@ -319,12 +319,14 @@ fn purge_step(c: &Connection, step: Step, now: i64) -> Result<StepDone, StoreErr
         }),
         Step::Window { of, after } => {
             let last: Option<String> =
-                one(c, of.select(), params![after, purge::BATCH], |r| r.get(0))?;
+                one(c, of.select_sqlite(), params![after, purge::BATCH], |r| {
+                    r.get(0)
+                })?;
             let Some(last) = last else {
                 return Ok(StepDone::default());
             };
             let mut deleted = 0;
-            for write in of.writes() {
+            for write in of.writes_sqlite() {
                 let changed = if write.binds_now {
                     exec(c, write.sql, params![after, last, now])?
                 } else {
