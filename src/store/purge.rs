@@ -7,7 +7,8 @@
 //! with it), so requests interleave with the purge. The deletions that an index finds (expired
 //! sessions and refresh tokens) repeat until one deletes fewer than [`BATCH`] rows; the ones that
 //! must look at every row (revoked or empty refresh families, expired codes kept as tombstones)
-//! walk the table by primary key, [`BATCH`] keys per step. A purge is therefore not one
+//! walk the table by primary key (SQLite's families by rowid, their creation order), [`BATCH`]
+//! keys per step. A purge is therefore not one
 //! snapshot: rows that expire while it runs may wait for the next one, which is all it promises.
 
 use std::future::Future;
