@@ -112,25 +112,19 @@ async fn a_database_of_the_sqlx_engine_opens_and_reads() {
         assert_eq!(order.last().map(String::as_str), Some("refresh-hash-3"));
         assert!(order.contains(&"refresh-hash-1".to_string()), "{order:?}");
         assert!(order.contains(&"refresh-hash-2".to_string()), "{order:?}");
-        let without_rowid: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'refresh_tokens' \
-                 AND sql LIKE '%WITHOUT ROWID%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(without_rowid, 0);
-        // Version 4 made the families a rowid table, and every token names its family's rowid.
-        let families_without_rowid: i64 = c
-            .query_row(
-                "SELECT COUNT(*) FROM sqlite_schema WHERE name = 'refresh_families' \
-                 AND sql LIKE '%WITHOUT ROWID%'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(families_without_rowid, 0);
+        // Versions 3 and 4 made the tokens and the families rowid tables, and every token names
+        // its family's rowid.
+        for table in ["refresh_tokens", "refresh_families"] {
+            let without_rowid: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_schema WHERE name = ? \
+                     AND sql LIKE '%WITHOUT ROWID%'",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(without_rowid, 0, "{table}");
+        }
         let mismatched: i64 = c
             .query_row(
                 "SELECT COUNT(*) FROM refresh_tokens t LEFT JOIN refresh_families f \
