@@ -42,12 +42,7 @@ const ORDER_DIGITS: usize = 16;
 /// random page of an index as large as the database (issue 18's flatness target; measured in
 /// `benches/large_db.rs`).
 pub fn new_refresh_token() -> String {
-    format!(
-        "{:0width$x}.{}",
-        next_order(),
-        random_token(32),
-        width = ORDER_DIGITS
-    )
+    ordered(32)
 }
 
 /// A new refresh family's id: `<order>.<random>`, the order as in [`new_refresh_token`] and 12
@@ -56,10 +51,16 @@ pub fn new_refresh_token() -> String {
 /// every new family at their right edge, and a purge, which walks the families in creation order,
 /// deletes neighbours (ids of earlier versions were 16 random bytes, and stay valid).
 pub fn new_family_id() -> String {
+    ordered(12)
+}
+
+/// `<order>.<random>`: [`next_order`] in [`ORDER_DIGITS`] hex digits, then `random_bytes`
+/// random bytes in base64url.
+fn ordered(random_bytes: usize) -> String {
     format!(
         "{:0width$x}.{}",
         next_order(),
-        random_token(12),
+        random_token(random_bytes),
         width = ORDER_DIGITS
     )
 }

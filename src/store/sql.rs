@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn parameters_first_appear_in_order() {
         // The PostgreSQL spellings too (not for SQLite's schema; the store conformance tests run
-        // it on PostgreSQL).
+        // them on PostgreSQL).
         for sql in all()
             .into_iter()
             .chain([REFRESH_GRANT, REFRESH_GRANT_WITH_METADATA_POSTGRES])
