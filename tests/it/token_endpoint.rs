@@ -749,3 +749,197 @@ async fn token_errors_follow_rfc6749() {
         assert!(body.get("access_token").is_none(), "{}", case.name);
     }
 }
+
+/// A rule's gate on refreshes, driven by a field of the token request's body; `slow` waits on an
+/// API that answers after 60 s (longer than the test waits), `error` fails at run time.
+fn gated_rules(dir: &std::path::Path, slow_url: &str) -> std::path::PathBuf {
+    let rules = dir.join("gate-rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("rules.toml"),
+        format!(
+            r#"
+[configuration]
+SLOW_URL = "{slow_url}"
+
+[http]
+allow = ["http://127.0.0.1"]
+allow_private = true
+timeout_ms = 60000
+budget_ms = 90000
+
+[[rule]]
+name = "gate"
+"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("gate.rhai"),
+        r#"
+        let gate = context.request?.body?.gate ?? "open";
+        if context.protocol == "oauth2-refresh-token" {
+            if gate == "deny" { deny("refreshes are closed"); }
+            if gate == "error" { let n = 1 / 0; }
+            if gate == "slow" { http_get(configuration.SLOW_URL); }
+        }
+        context.accessToken["https://example.com/gate"] = gate;
+        "#,
+    )
+    .unwrap();
+    rules
+}
+
+/// An API that answers after 60 seconds.
+async fn never_in_time() -> String {
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            "late"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/slow")
+}
+
+async fn refresh_as(
+    s: &TestServer,
+    client: (&str, &str),
+    token: &str,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", token)];
+    form.extend_from_slice(extra);
+    reqwest::Client::new()
+        .post(s.url("/oauth/token"))
+        .basic_auth(client.0, Some(client.1))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// One refused refresh: why, the client presenting the token, extra form fields, the expected
+/// status and `error`.
+type Refusal<'a> = (
+    &'a str,
+    (&'a str, &'a str),
+    &'a [(&'a str, &'a str)],
+    u16,
+    &'a str,
+);
+
+/// The token endpoint rotates a refresh token before it runs the rules
+/// (src/server/token/refresh.rs). Every way a refresh is refused after that, and a request
+/// dropped while its rules wait, leaves the presented token valid, its family unrevoked and no
+/// successor behind: the same token then refreshes once, and only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_refresh_leaves_its_token_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = gated_rules(dir.path(), &never_in_time().await);
+    write_config(dir.path(), Some(&rules), "");
+    let s = TestServer::start(dir.path()).await;
+    let code = get_code(&s, SCOPE, ALICE).await;
+    let body: Value = exchange(&s, &code).await.json().await.unwrap();
+    let mut token = body["refresh_token"].as_str().unwrap().to_owned();
+    let web = (CLIENT_ID, CLIENT_SECRET);
+    let refusals: [Refusal; 4] = [
+        (
+            "a rule denies",
+            web,
+            &[("gate", "deny")],
+            400,
+            "invalid_grant",
+        ),
+        (
+            "a rule fails",
+            web,
+            &[("gate", "error")],
+            500,
+            "server_error",
+        ),
+        (
+            "a scope never granted",
+            web,
+            &[("scope", "openid admin:all")],
+            400,
+            "invalid_scope",
+        ),
+        (
+            "another client",
+            ("demo-app", CLIENT_SECRET),
+            &[],
+            400,
+            "invalid_grant",
+        ),
+    ];
+    for (why, client, extra, status, error) in refusals {
+        let res = refresh_as(&s, client, &token, extra).await;
+        assert_eq!(res.status(), status, "{why}");
+        let b: Value = res.json().await.unwrap();
+        assert_eq!(b["error"], error, "{why}: {b}");
+        assert!(b.get("refresh_token").is_none(), "{why}");
+        // The same token still refreshes: it was not spent and its family not revoked.
+        let res = refresh_as(&s, web, &token, &[]).await;
+        assert_eq!(res.status(), 200, "after {why}");
+        let b: Value = res.json().await.unwrap();
+        assert_eq!(
+            payload(b["access_token"].as_str().unwrap())["https://example.com/gate"],
+            "open"
+        );
+        let next = b["refresh_token"].as_str().unwrap().to_owned();
+        // ... once: presenting it again is reuse, which revokes the family; so every round
+        // goes on with the successor.
+        token = next;
+    }
+    // A request dropped while its rules wait on the API: undone by the handler's guard.
+    let dropped = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .unwrap()
+        .post(s.url("/oauth/token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &token),
+            ("gate", "slow"),
+        ])
+        .send()
+        .await;
+    assert!(
+        dropped.is_err(),
+        "the slow refresh must time out: {dropped:?}"
+    );
+    // The undo is spawned when the request is dropped (the rule would wait a minute longer):
+    // wait until the store holds the token valid again, as presenting it while it is spent
+    // would be reuse.
+    let key = claimrules::crypto::refresh_token_key(&token);
+    let mut valid = false;
+    for _ in 0..100 {
+        let now = claimrules::model::unix_now();
+        if s.state
+            .store
+            .refresh_grant(&key, now)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            valid = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(valid, "the dropped refresh's rotation was not undone");
+    let res = refresh_as(&s, web, &token, &[]).await;
+    assert_eq!(res.status(), 200, "{:?}", res.text().await);
+    let next = res.json::<Value>().await.unwrap()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Reuse detection still works on the chain: the spent token revokes the family.
+    assert_eq!(refresh_as(&s, web, &token, &[]).await.status(), 400);
+    assert_eq!(refresh_as(&s, web, &next, &[]).await.status(), 400);
+}
