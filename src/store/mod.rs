@@ -197,51 +197,6 @@ impl Store {
         dispatch!(self, s => s.rotate_refresh_without_grant(old_hash, new_hash, now, new_expires_at).await)
     }
 
-    /// [`Store::rotate_refresh`] that also reads the metadata rules stored for the grant's user,
-    /// answered like [`Store::redeem_code_early`]: as soon as the rotation ran inside the writer's
-    /// open transaction, with a [`Committed`] that resolves once it is committed. The token
-    /// endpoint rotates first and runs the rules and signs while the commit's fsync runs; no token
-    /// may leave the process before [`Committed::wait`] returned `Ok`. A caller that then refuses
-    /// the refresh (a rule denied it, the client does not match) hands the successor out to no one
-    /// and undoes the rotation with [`Store::restore_refresh`]. (PostgreSQL commits the rotation
-    /// before answering; its `Committed` is already resolved.)
-    pub async fn rotate_refresh_early(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: i64,
-        new_expires_at: Option<i64>,
-    ) -> (
-        Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError>,
-        Committed,
-    ) {
-        match &self.engine {
-            #[cfg(feature = "sqlite")]
-            Engine::Sqlite(s) => {
-                s.rotate_refresh_early(old_hash, new_hash, now, new_expires_at)
-                    .await
-            }
-            #[cfg(feature = "postgres")]
-            Engine::Postgres(s) => (
-                s.rotate_refresh_with_metadata(old_hash, new_hash, now, new_expires_at)
-                    .await,
-                Committed::done(),
-            ),
-        }
-    }
-
-    /// Undoes a committed rotation whose successor `new_hash` was handed out to no one: deletes
-    /// the successor if it is still unused and, if it was deleted, makes `old_hash` unused again.
-    /// Returns whether it did. A family revoked meanwhile (the old token presented again,
-    /// [`Rotation::Reused`]) stays revoked.
-    pub async fn restore_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.restore_refresh(old_hash, new_hash).await)
-    }
-
     /// Revokes every refresh token of a family (no-op for an unknown family).
     pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.revoke_family(family).await)

@@ -77,26 +77,6 @@ const ROTATE: &str = rotate_sql!("f.grant_json");
 /// [`rotate_sql!`] returning NULL for the grant (`Store::rotate_refresh_without_grant`).
 const ROTATE_WITHOUT_GRANT: &str = rotate_sql!("NULL::text");
 
-/// [`ROTATE`] returning the metadata rules stored for the grant's user too (`NULL`s when none).
-const ROTATE_WITH_METADATA: &str = "WITH old AS ( \
-         UPDATE refresh_tokens t SET used_at = $1 \
-         FROM refresh_families f \
-         WHERE t.token_hash = $2 AND t.used_at IS NULL \
-           AND (t.expires_at IS NULL OR t.expires_at > $1) \
-           AND f.family = t.family AND NOT f.revoked \
-         RETURNING t.family, f.grant_json), \
-     new AS ( \
-         INSERT INTO refresh_tokens (token_hash, family, expires_at) \
-         SELECT $3, family, $4 FROM old) \
-     SELECT old.family, old.grant_json, m.app_metadata, m.user_metadata FROM old \
-     LEFT JOIN user_metadata m ON m.user_id = (old.grant_json::jsonb ->> 'user_id')";
-
-/// Undoes a rotation: deletes successor `$2` if unused and, if it did, makes `$1` unused again.
-const RESTORE_REFRESH: &str = "WITH gone AS ( \
-         DELETE FROM refresh_tokens WHERE token_hash = $2 AND used_at IS NULL RETURNING 1) \
-     UPDATE refresh_tokens SET used_at = NULL \
-     WHERE token_hash = $1 AND EXISTS (SELECT 1 FROM gone)";
-
 /// A statement with its parameters bound.
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
@@ -277,40 +257,6 @@ impl PgStore {
             |_| Ok(()),
         )
         .await
-    }
-
-    pub(crate) async fn rotate_refresh_with_metadata(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: i64,
-        new_expires_at: Option<i64>,
-    ) -> Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError> {
-        type Row = (String, String, Option<String>, Option<String>);
-        let rotated: Option<Row> = sqlx::query_as(ROTATE_WITH_METADATA)
-            .bind(now)
-            .bind(old_hash)
-            .bind(new_hash)
-            .bind(new_expires_at)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        if let Some((family, grant, app, user)) = rotated {
-            return Ok(Rotation::Rotated {
-                grant: decode_grant_with_metadata(&grant, app.as_deref(), user.as_deref())?,
-                family,
-            });
-        }
-        self.not_rotated(old_hash).await
-    }
-
-    pub(crate) async fn restore_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError> {
-        let query = sqlx::query(RESTORE_REFRESH).bind(old_hash).bind(new_hash);
-        Ok(exec(&self.pool, query).await? > 0)
     }
 
     /// One rotation by `statement` ([`rotate_sql!`]); `grant` makes what is returned of the

@@ -33,14 +33,6 @@ pub(crate) const PUT_FAMILY: &str =
     "INSERT INTO refresh_families (family, grant_json) VALUES ($1, $2) \
      ON CONFLICT (family) DO UPDATE SET grant_json = excluded.grant_json";
 
-/// Deletes refresh token `$1` if it was never used: the successor of a rotation being undone.
-pub(crate) const DELETE_UNUSED_REFRESH: &str =
-    "DELETE FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NULL";
-
-/// Makes refresh token `$1` unused again: the old token of a rotation being undone.
-pub(crate) const UNMARK_REFRESH: &str =
-    "UPDATE refresh_tokens SET used_at = NULL WHERE token_hash = $1";
-
 /// A token's state after a failed rotation (`$1` hash): `family`, `used_at`, `revoked`.
 pub(crate) const REFRESH_STATE: &str = "SELECT t.family, t.used_at, f.revoked \
      FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family \
@@ -244,8 +236,6 @@ mod tests {
             DELETE_SESSION,
             INCREMENT_LOGINS,
             USER_METADATA,
-            DELETE_UNUSED_REFRESH,
-            UNMARK_REFRESH,
             PUT_USER_METADATA,
             KEYS,
             PUT_KEY,

@@ -125,23 +125,6 @@ pub enum Rotation<G = Grant> {
     Revoked,
 }
 
-impl<G> Rotation<G> {
-    /// The same outcome with the grant of [`Rotation::Rotated`] made into `f`'s result; an
-    /// error of `f` is the whole result's.
-    pub fn try_map_grant<H, E>(self, f: impl FnOnce(G) -> Result<H, E>) -> Result<Rotation<H>, E> {
-        Ok(match self {
-            Rotation::Rotated { grant, family } => Rotation::Rotated {
-                grant: f(grant)?,
-                family,
-            },
-            Rotation::Unknown => Rotation::Unknown,
-            Rotation::Expired => Rotation::Expired,
-            Rotation::Reused { family } => Rotation::Reused { family },
-            Rotation::Revoked => Rotation::Revoked,
-        })
-    }
-}
-
 /// The commit of a write whose answer was given early
 /// ([`Store::redeem_code_early`](super::Store::redeem_code_early)).
 #[derive(Debug)]

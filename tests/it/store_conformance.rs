@@ -352,121 +352,6 @@ async fn refresh_grant_with_metadata_reads_the_users_metadata(db: &TestDb) {
     );
 }
 
-/// The token endpoint's rotation: rotated first with the grant and its user's metadata, answered
-/// before the commit, and undone by `restore_refresh` when the refresh is refused, for every
-/// state of the token.
-async fn early_rotation_and_restore(db: &TestDb) {
-    let s = &db.store;
-    let users = ["auth0|e", "auth0|o'brien \"q\" \\ é"];
-    let mut app = serde_json::Map::new();
-    app.insert("plan".into(), serde_json::json!("pro"));
-    let updates = claimrules::store::MetadataUpdates {
-        app_metadata: Some(app),
-        user_metadata: None,
-    };
-    s.update_user_metadata(users[1], &updates).await.unwrap();
-    let stored = s.user_metadata(users[1]).await.unwrap();
-    assert!(stored.is_some());
-    for (i, user) in users.iter().enumerate() {
-        let (old, new, family) = (format!("e{i}"), format!("e{i}-next"), format!("fam-e{i}"));
-        let g = grant(user);
-        s.put_refresh(&old, &family, &g, Some(NOW + 100))
-            .await
-            .unwrap();
-        let (answer, committed) = s
-            .rotate_refresh_early(&old, &new, NOW, Some(NOW + 200))
-            .await;
-        committed.wait().await.unwrap();
-        let metadata = if i == 1 { stored.clone() } else { None };
-        assert_eq!(
-            answer.unwrap(),
-            Rotation::Rotated {
-                grant: (g.clone(), metadata.clone()),
-                family: family.clone()
-            },
-            "{user}"
-        );
-        // Committed: the old token is spent, the successor valid with the given expiry.
-        assert_eq!(s.refresh_grant(&old, NOW).await.unwrap(), None);
-        assert_eq!(
-            s.refresh_grant(&new, NOW + 150).await.unwrap(),
-            Some(g.clone())
-        );
-        assert_eq!(s.refresh_grant(&new, NOW + 200).await.unwrap(), None);
-        // Undone: the successor is gone and the old token valid again, in its family.
-        assert!(s.restore_refresh(&old, &new).await.unwrap());
-        assert_eq!(s.refresh_grant(&new, NOW).await.unwrap(), None);
-        assert_eq!(s.refresh_grant(&old, NOW).await.unwrap(), Some(g.clone()));
-        // A second undo changes nothing; the old token rotates again as usual.
-        assert!(!s.restore_refresh(&old, &new).await.unwrap());
-        assert_eq!(s.refresh_grant(&old, NOW).await.unwrap(), Some(g.clone()));
-        let (again, committed) = s.rotate_refresh_early(&old, &new, NOW, None).await;
-        committed.wait().await.unwrap();
-        assert!(matches!(again.unwrap(), Rotation::Rotated { .. }));
-        // A successor that was used is never deleted, and its predecessor stays spent.
-        s.rotate_refresh(&new, &format!("{new}-2"), NOW, None)
-            .await
-            .unwrap();
-        assert!(!s.restore_refresh(&old, &new).await.unwrap());
-        assert_eq!(s.refresh_grant(&old, NOW).await.unwrap(), None);
-        assert!(s
-            .refresh_grant(&format!("{new}-2"), NOW)
-            .await
-            .unwrap()
-            .is_some());
-    }
-    // The other outcomes, as `rotate_refresh` tells them; each committed before it is trusted.
-    let early = |old: &'static str, now: i64| async move {
-        let (answer, committed) = s.rotate_refresh_early(old, "never", now, None).await;
-        committed.wait().await.unwrap();
-        answer.unwrap()
-    };
-    assert_eq!(early("missing", NOW).await, Rotation::Unknown);
-    s.put_refresh("x0", "fam-x0", &grant("auth0|e"), Some(NOW))
-        .await
-        .unwrap();
-    assert_eq!(early("x0", NOW).await, Rotation::Expired);
-    s.put_refresh("x1", "fam-x1", &grant("auth0|e"), None)
-        .await
-        .unwrap();
-    s.revoke_family("fam-x1").await.unwrap();
-    assert_eq!(early("x1", NOW).await, Rotation::Revoked);
-    // A spent token presented again revokes its family, which an undo does not bring back.
-    assert_eq!(
-        early("e0", NOW).await,
-        Rotation::Reused {
-            family: "fam-e0".into()
-        }
-    );
-    assert!(!s.restore_refresh("e0", "e0-next").await.unwrap());
-    assert_eq!(s.refresh_grant("e0-next-2", NOW).await.unwrap(), None);
-    assert_eq!(s.refresh_grant("never", NOW).await.unwrap(), None);
-}
-
-/// A refused refresh is undone after a reuse revoked the family in between: the old token is
-/// unused again but its family stays revoked, so it is refused.
-async fn restore_after_reuse_keeps_the_family_revoked(db: &TestDb) {
-    let s = &db.store;
-    s.put_refresh("v1", "fam-v", &grant("auth0|v"), None)
-        .await
-        .unwrap();
-    let (answer, committed) = s.rotate_refresh_early("v1", "v2", NOW, None).await;
-    committed.wait().await.unwrap();
-    assert!(matches!(answer.unwrap(), Rotation::Rotated { .. }));
-    assert_eq!(
-        s.rotate_refresh("v1", "v3", NOW, None).await.unwrap(),
-        Rotation::Reused {
-            family: "fam-v".into()
-        }
-    );
-    assert!(s.restore_refresh("v1", "v2").await.unwrap());
-    assert_eq!(s.refresh_grant("v1", NOW).await.unwrap(), None);
-    assert_eq!(
-        s.rotate_refresh("v1", "v4", NOW, None).await.unwrap(),
-        Rotation::Revoked
-    );
-}
-
 async fn refresh_rotation(db: &TestDb) {
     let s = &db.store;
     let g = grant("auth0|a");
@@ -1110,8 +995,6 @@ conformance!(
     replay_reports_and_revokes_family,
     refresh_rotation,
     refresh_grant_with_metadata_reads_the_users_metadata,
-    early_rotation_and_restore,
-    restore_after_reuse_keeps_the_family_revoked,
     concurrent_rotation,
     reuse_revokes_family,
     revoked_family_refused,

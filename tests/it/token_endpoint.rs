@@ -832,10 +832,10 @@ type Refusal<'a> = (
     &'a str,
 );
 
-/// The token endpoint rotates a refresh token before it runs the rules
-/// (src/server/token/refresh.rs). Every way a refresh is refused after that, and a request
-/// dropped while its rules wait, leaves the presented token valid, its family unrevoked and no
-/// successor behind: the same token then refreshes once, and only once.
+/// Every way a refresh is refused after its token was found (a rule denies or fails, a scope
+/// never granted, another client), and a request dropped while its rules wait, leaves the
+/// presented token valid, its family unrevoked and no successor behind: the same token then
+/// refreshes once, and only once (src/server/token/refresh.rs rotates only after the rules).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_refresh_leaves_its_token_valid() {
     let dir = tempfile::tempdir().unwrap();
@@ -913,9 +913,9 @@ async fn a_refused_refresh_leaves_its_token_valid() {
         dropped.is_err(),
         "the slow refresh must time out: {dropped:?}"
     );
-    // The undo is spawned when the request is dropped (the rule would wait a minute longer):
-    // wait until the store holds the token valid again, as presenting it while it is spent
-    // would be reuse.
+    // The rotation comes after the rules, which would wait a minute longer: the store must
+    // hold the token valid (polled, so a design that rotates first and undoes on drop passes
+    // too, once its undo has committed).
     let key = claimrules::crypto::refresh_token_key(&token);
     let mut valid = false;
     for _ in 0..100 {
@@ -932,7 +932,7 @@ async fn a_refused_refresh_leaves_its_token_valid() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(valid, "the dropped refresh's rotation was not undone");
+    assert!(valid, "the dropped refresh spent its token");
     let res = refresh_as(&s, web, &token, &[]).await;
     assert_eq!(res.status(), 200, "{:?}", res.text().await);
     let next = res.json::<Value>().await.unwrap()["refresh_token"]

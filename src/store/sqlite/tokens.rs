@@ -5,9 +5,7 @@ use rusqlite::{params, Connection};
 
 use super::stmt::{exec, one, optional};
 use super::SqliteStore;
-use crate::store::codec::{
-    decode_grant, decode_grant_with_metadata, decode_metadata, encode_grant,
-};
+use crate::store::codec::{decode_grant, decode_grant_with_metadata, encode_grant};
 use crate::store::purge::{self, PurgeStep, Step, StepDone};
 use crate::store::sql;
 use crate::store::{CodeRedemption, Committed, Grant, MetadataUpdates, Rotation, StoreError};
@@ -120,56 +118,6 @@ impl SqliteStore {
         .await
     }
 
-    pub(crate) async fn rotate_refresh_early(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: i64,
-        new_expires_at: Option<i64>,
-    ) -> (
-        Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError>,
-        Committed,
-    ) {
-        let old_hash = old_hash.to_string();
-        let new_hash = new_hash.to_string();
-        self.write_early(move |c| {
-            let decode = |json: Option<&str>| decode_grant(json.unwrap_or_default());
-            let rotation = rotate(
-                c,
-                &old_hash,
-                &new_hash,
-                now,
-                new_expires_at,
-                MARK_USED_READ_GRANT,
-                decode,
-            )?;
-            // The user's stored metadata on the writer's own connection, whose cache is warm:
-            // a read connection would re-read its pages after every commit.
-            rotation.try_map_grant(|grant| {
-                let metadata = user_metadata(c, &grant.user_id)?;
-                Ok((grant, metadata))
-            })
-        })
-        .await
-    }
-
-    pub(crate) async fn restore_refresh(
-        &self,
-        old_hash: &str,
-        new_hash: &str,
-    ) -> Result<bool, StoreError> {
-        let old_hash = old_hash.to_string();
-        let new_hash = new_hash.to_string();
-        self.write(true, move |c| {
-            if exec(c, sql::DELETE_UNUSED_REFRESH, [&new_hash])? == 0 {
-                return Ok(false);
-            }
-            exec(c, sql::UNMARK_REFRESH, [&old_hash])?;
-            Ok(true)
-        })
-        .await
-    }
-
     /// One rotation on the connection thread (see [`rotate`]).
     async fn rotation<G: Send + 'static>(
         &self,
@@ -243,14 +191,6 @@ impl PurgeStep for SqliteStore {
         self.checkpoint.bulk();
         self.write(false, move |c| purge_step(c, step, now)).await
     }
-}
-
-/// The metadata rules stored for a user, read inside the write transaction.
-fn user_metadata(c: &Connection, user_id: &str) -> Result<Option<MetadataUpdates>, StoreError> {
-    let row: Option<(String, String)> = optional(c, sql::USER_METADATA, [user_id], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    row.map(|(a, u)| decode_metadata(&a, &u)).transpose()
 }
 
 /// Marks a code redeemed, or tells why it cannot be; a replay revokes the linked family.
