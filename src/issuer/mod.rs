@@ -289,8 +289,8 @@ impl Issuer {
             .as_ref()
             .and_then(|d| d.set.as_ref())
             .unwrap_or(&loaded.set);
-        let trace = set.run_with(
-            req.user.clone(),
+        let trace = set.run_borrowed(
+            &req.user,
             context.into(),
             &crate::rules::RunOptions::default(),
         );

@@ -105,6 +105,12 @@ impl RuleSet {
 
     /// Runs the pipeline with per-run options and returns everything it produced.
     pub fn run_with(&self, user: Value, context: Value, opts: &RunOptions) -> Trace {
+        self.run_borrowed(&user, context, opts)
+    }
+
+    /// [`RuleSet::run_with`] on a borrowed `user`: the rules work on their own copy of it (a
+    /// Rhai value), so a caller that keeps its user need not make a JSON copy first.
+    pub fn run_borrowed(&self, user: &Value, context: Value, opts: &RunOptions) -> Trace {
         let mut trace = Trace {
             result: Err(RuleError::Input(String::new())),
             rules_run: Vec::new(),
@@ -150,7 +156,7 @@ impl RuleSet {
 
     fn run_inner(
         &self,
-        user: Value,
+        user: &Value,
         mut context: Value,
         opts: &RunOptions,
         (rules_run, durations): (&mut Vec<String>, &mut Vec<Duration>),
@@ -160,7 +166,7 @@ impl RuleSet {
         if !user.is_object() {
             return Err(RuleError::Input(format!(
                 "user must be a JSON object, got {}",
-                claims::json_type(&user)
+                claims::json_type(user)
             )));
         }
         let ctx = context
@@ -180,7 +186,7 @@ impl RuleSet {
             }
         };
         let mut scope = Scope::with_capacity(8);
-        scope.push_dynamic("user", helpers::to_dynamic(&user));
+        scope.push_dynamic("user", helpers::to_dynamic(user));
         scope.push_dynamic("context", helpers::to_dynamic(&context));
         scope.push_constant_dynamic("configuration", configuration.clone());
         let platform_before = platform::snapshot(&context);
@@ -260,7 +266,7 @@ impl RuleSet {
         drop(guard);
 
         let user: Value = match scope.get("user") {
-            None => user,
+            None => user.clone(),
             Some(d) => {
                 if let Err(what) = json_shape(d, MAX_USER_DEPTH) {
                     let rule = rules_run.last().cloned().unwrap_or_default();

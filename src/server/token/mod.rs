@@ -170,27 +170,21 @@ async fn sign(
     protocol: Protocol,
 ) -> Result<Issued, TokenError> {
     let issuer = state.issuer.clone();
-    let client = client.clone();
-    let api = grant
-        .audience
-        .as_deref()
-        .and_then(|a| state.config.api(a))
-        .cloned();
-    let grant = grant.clone();
+    let api = grant.audience.as_deref().and_then(|a| state.config.api(a));
+    // The request is made here from borrowed parts and moved into the task: no copy of the
+    // client (its secret included), the API or the grant per exchange.
+    let req = token_request(
+        client,
+        api,
+        grant,
+        claims.user.clone(),
+        protocol,
+        Value::Null,
+        0,
+    );
     // Signing only: bounded CPU work, run inline unless signing was slow lately (crate::server::cpu).
     crate::server::cpu::CpuLane::shared()
-        .run(false, move || {
-            let req = token_request(
-                &client,
-                api.as_ref(),
-                &grant,
-                claims.user.clone(),
-                protocol,
-                Value::Null,
-                0,
-            );
-            issuer.sign(&req, &claims)
-        })
+        .run(false, move || issuer.sign(&req, &claims))
         .await
         .map_err(|_| TokenError::server_error())?
         .map_err(|e| {

@@ -91,17 +91,20 @@ pub(super) async fn grant(
         stored.apply_to(&mut rule_user);
     }
     let issuer = state.issuer.clone();
-    let (client_owned, api) = (
-        client.clone(),
-        grant
-            .audience
-            .as_deref()
-            .and_then(|a| state.config.api(a))
-            .cloned(),
+    let api = grant.audience.as_deref().and_then(|a| state.config.api(a));
+    let user_id = user.user_id.clone();
+    // The request is made here from borrowed parts and moved into the task: no copy of the
+    // client (its secret included), the API or the stored grant per refresh.
+    let req = token_request(
+        client,
+        api,
+        &grant,
+        rule_user,
+        Protocol::RefreshToken,
+        request,
+        logins,
     );
-    // Moved into the blocking task, not cloned: nothing below needs it (a deep copy of the
-    // stored claims per refresh otherwise).
-    let g = grant;
+    drop(grant);
     let slot = state
         .rule_slots
         .acquire_slot(&client.client_id)
@@ -112,19 +115,9 @@ pub(super) async fn grant(
     // (crate::server::cpu). The tokens are only returned after the rotation below is committed,
     // so none leaves the server without its state stored; a lost race merely wastes two
     // signatures.
-    let user_id = user.user_id.clone();
     let may_wait = issuer.rules().current().set.may_call_out();
     let (issued, metadata) = crate::server::cpu::CpuLane::shared()
         .run(may_wait, move || {
-            let req = token_request(
-                &client_owned,
-                api.as_ref(),
-                &g,
-                rule_user,
-                Protocol::RefreshToken,
-                request,
-                logins,
-            );
             let (result, metadata) = crate::rules::http::with_wait_slot(slot, || {
                 issuer.run_rules_traced(&req, issuer.context(&req))
             });
