@@ -26,6 +26,30 @@ fn alice() -> Value {
     json!({"user_id": "auth0|alice", "app_metadata": {"plan": "pro", "old": 1}, "user_metadata": {}})
 }
 
+/// `RuleSet::run_borrowed` (what the issuer calls, to spare a copy of the user per request):
+/// the rules change their own copy, the caller's user stays as it was, and the outcome,
+/// metadata updates included, is the one `run_with` gives for the same user.
+#[test]
+fn a_borrowed_user_is_left_as_it_was_and_the_outcome_is_run_withs() {
+    let s = set(&[(
+        "a",
+        r#"user.app_metadata.plan = "enterprise"; user.nickname = "al";
+        update_app_metadata(#{ roles: ["admin"] });
+        context.accessToken["https://example.com/plan"] = user.app_metadata.plan;"#,
+    )]);
+    let given = alice();
+    let borrowed = s.run_borrowed(&given, json!({}), &RunOptions::default());
+    assert_eq!(given, alice(), "the caller's user is untouched");
+    let owned = s.run_with(alice(), json!({}), &RunOptions::default());
+    let (b, o) = (borrowed.result.unwrap(), owned.result.unwrap());
+    assert_eq!(b.user["app_metadata"]["plan"], json!("enterprise"));
+    assert_eq!(b.user["nickname"], json!("al"));
+    assert_eq!(b.user, o.user);
+    assert_eq!(b.access_token, o.access_token);
+    assert_eq!(borrowed.metadata, owned.metadata);
+    assert!(!borrowed.metadata.is_empty());
+}
+
 #[test]
 fn updates_merge_for_later_rules_and_are_reported() {
     let s = set(&[
