@@ -171,8 +171,6 @@ async fn sign(
 ) -> Result<Issued, TokenError> {
     let issuer = state.issuer.clone();
     let api = grant.audience.as_deref().and_then(|a| state.config.api(a));
-    // The request is made here from borrowed parts and moved into the task: no copy of the
-    // client (its secret included), the API or the grant per exchange.
     let req = token_request(
         client,
         api,
@@ -200,7 +198,9 @@ fn stored_logins_count(grant: &Grant) -> Option<&Value> {
     grant.claims.as_ref()?.pointer("/user/logins_count")
 }
 
-/// The issuer's request for a stored grant.
+/// The issuer's request for a stored grant. Made on the worker from borrowed parts and moved into
+/// the rules/signing task, so that task needs no copy of the client (its secret included), the
+/// API or the grant.
 fn token_request(
     client: &ClientConfig,
     api: Option<&crate::config::ApiConfig>,

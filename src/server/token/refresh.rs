@@ -93,8 +93,6 @@ pub(super) async fn grant(
     let issuer = state.issuer.clone();
     let api = grant.audience.as_deref().and_then(|a| state.config.api(a));
     let user_id = user.user_id.clone();
-    // The request is made here from borrowed parts and moved into the task: no copy of the
-    // client (its secret included), the API or the stored grant per refresh.
     let req = token_request(
         client,
         api,
@@ -104,6 +102,7 @@ pub(super) async fn grant(
         request,
         logins,
     );
+    // Its stored claims are not held across the waits below.
     drop(grant);
     let slot = state
         .rule_slots
