@@ -11,10 +11,11 @@
 //! (concurrent chains, default 16, as the loadgen's 16 clients), `OUT` (also write the figures
 //! as one JSON object to that file).
 //!
-//! Each task loops the two store calls the token endpoint makes per refresh
-//! (src/server/token.rs, `refresh_grant`): `Store::refresh_grant` (read the grant) then
-//! `Store::rotate_refresh` (mark used, store the successor; durable before it returns). No HTTP
-//! and no signing: this isolates the store's share and how it grows with the data.
+//! Each task loops the store calls the token endpoint makes per refresh
+//! (src/server/token/refresh.rs): `Store::rotate_refresh_early` (mark used, read the grant and
+//! the user's metadata, store the successor) and the wait for its commit (durable before the
+//! answer). No HTTP and no signing: this isolates the store's share and how it grows with the
+//! data.
 //!
 //! The tokens' keys are the server's own (`claimrules::crypto::refresh_token_key` of a
 //! `new_refresh_token`): they sort by issue order.
@@ -164,18 +165,13 @@ async fn load(
                 let next = refresh_token_key(&new_refresh_token());
                 let t0 = Instant::now();
                 let ts = now();
-                let g = store
-                    .refresh_grant(&current, ts)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if g.is_none() {
-                    return Err(format!("chain {t}: live token not found"));
-                }
-                // As the token endpoint does: the grant was read just above.
-                let r = store
-                    .rotate_refresh_without_grant(&current, &next, ts, exp)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                // As the token endpoint does: one rotation that also reads the grant, answered
+                // in the open transaction, then the wait for its commit.
+                let (r, committed) = store
+                    .rotate_refresh_early(&current, &next, ts, exp, "bench-client")
+                    .await;
+                let r = r.map_err(|e| e.to_string())?;
+                committed.wait().await.map_err(|e| e.to_string())?;
                 if !matches!(r, Rotation::Rotated { .. }) {
                     return Err(format!("chain {t}: unexpected rotation {r:?}"));
                 }

@@ -197,6 +197,50 @@ impl Store {
         dispatch!(self, s => s.rotate_refresh_without_grant(old_hash, new_hash, now, new_expires_at).await)
     }
 
+    /// [`Store::rotate_refresh`] for the token endpoint, in two steps like
+    /// [`Store::redeem_code_early`]: the answer comes as soon as the rotation ran inside the
+    /// writer's open transaction, with the family's grant and the stored metadata of its user
+    /// (`None` when no rule stored any), and the returned [`Committed`] resolves once it is
+    /// durable. Nothing derived from the answer may leave the process before
+    /// [`Committed::wait`] returned `Ok`. The token is rotated only when its grant was issued to
+    /// `client_id`; presented by another client it stays as it was
+    /// ([`Rotation::OtherClient`]). A caller that then refuses the request puts the tokens back
+    /// with [`Store::undo_rotation`]. (PostgreSQL reads the grant, checks the client and rotates
+    /// in one call, each committed before the answer; its `Committed` is already resolved.)
+    pub async fn rotate_refresh_early(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+        client_id: &str,
+    ) -> (
+        Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError>,
+        Committed,
+    ) {
+        match &self.engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Sqlite(s) => {
+                s.rotate_refresh_early(old_hash, new_hash, now, new_expires_at, client_id)
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Engine::Postgres(s) => (
+                s.rotate_refresh_checked(old_hash, new_hash, now, new_expires_at, client_id)
+                    .await,
+                Committed::done(),
+            ),
+        }
+    }
+
+    /// Undoes a rotation whose new token was never handed out (the request was refused after
+    /// [`Store::rotate_refresh_early`]): the new token is deleted and the old one is unused
+    /// again, so it still refreshes, unless its family was revoked meanwhile. Nothing happens
+    /// when the new token does not exist (already undone, or its rotation was rolled back).
+    pub async fn undo_rotation(&self, old_hash: &str, new_hash: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.undo_rotation(old_hash, new_hash).await)
+    }
+
     /// Revokes every refresh token of a family (no-op for an unknown family).
     pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.revoke_family(family).await)

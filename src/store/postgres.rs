@@ -48,6 +48,13 @@ const ENSURE_USER_METADATA: &str =
 const PUT_REFRESH: &str =
     "INSERT INTO refresh_tokens (token_hash, family, expires_at) VALUES ($1, $2, $3)";
 
+/// Undoes the rotation of token `$1` that made successor `$2`, in one statement: the successor
+/// is deleted and, only if it existed, the old token is unused again.
+const UNDO_ROTATION: &str = "WITH gone AS ( \
+         DELETE FROM refresh_tokens WHERE token_hash = $2 RETURNING 1) \
+     UPDATE refresh_tokens SET used_at = NULL \
+     WHERE token_hash = $1 AND EXISTS (SELECT 1 FROM gone)";
+
 /// Rotates refresh token `$2` at `$1` in one statement, hence one atomic transaction and one
 /// round trip: marks it used if valid, inserts its successor `$3` (expiring at `$4`) in the same
 /// family, returns the family and `$grant`. If the insert fails (duplicate new hash), the mark
@@ -307,6 +314,56 @@ impl PgStore {
             return Ok(Rotation::Reused { family });
         }
         Ok(Rotation::Expired)
+    }
+
+    /// [`Store::rotate_refresh_early`](super::Store::rotate_refresh_early) on PostgreSQL: the
+    /// grant and metadata are read first (a token of another client is left as it was), then
+    /// the token is rotated; a rotation lost to a concurrent one tells why, as a rotation does.
+    pub(crate) async fn rotate_refresh_checked(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+        client_id: &str,
+    ) -> Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError> {
+        let found = self.refresh_grant_with_metadata(old_hash, now).await?;
+        if found
+            .as_ref()
+            .is_some_and(|(grant, _)| grant.client_id != client_id)
+        {
+            return Ok(Rotation::OtherClient);
+        }
+        let rotation = self
+            .rotate_refresh_without_grant(old_hash, new_hash, now, new_expires_at)
+            .await?;
+        Ok(match (rotation, found) {
+            (Rotation::Rotated { family, .. }, Some(grant)) => Rotation::Rotated { grant, family },
+            // Found invalid by the read but rotated: impossible, as a token's state only moves
+            // forward; undone and refused rather than answered without its grant.
+            (Rotation::Rotated { .. }, None) => {
+                self.undo_rotation(old_hash, new_hash).await?;
+                Rotation::Unknown
+            }
+            (Rotation::Unknown, _) => Rotation::Unknown,
+            (Rotation::Expired, _) => Rotation::Expired,
+            (Rotation::Reused { family }, _) => Rotation::Reused { family },
+            (Rotation::Revoked, _) => Rotation::Revoked,
+            (Rotation::OtherClient, _) => Rotation::OtherClient,
+        })
+    }
+
+    pub(crate) async fn undo_rotation(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), StoreError> {
+        exec(
+            &self.pool,
+            sqlx::query(UNDO_ROTATION).bind(old_hash).bind(new_hash),
+        )
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {

@@ -100,7 +100,9 @@ pub enum CodeRedemption {
 /// The result of presenting a refresh token for rotation. `G` is what is told of the family's
 /// grant: the [`Grant`] itself ([`Store::rotate_refresh`](super::Store::rotate_refresh)), or
 /// `()` when the caller read it before
-/// ([`Store::rotate_refresh_without_grant`](super::Store::rotate_refresh_without_grant)).
+/// ([`Store::rotate_refresh_without_grant`](super::Store::rotate_refresh_without_grant)), or the
+/// grant with its user's stored metadata
+/// ([`Store::rotate_refresh_early`](super::Store::rotate_refresh_early)).
 // Returned once per request and matched at once: boxing the grant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +125,9 @@ pub enum Rotation<G = Grant> {
     },
     /// The token's family was revoked earlier.
     Revoked,
+    /// The token is valid but was issued to another client than the one presenting it: nothing
+    /// changed ([`Store::rotate_refresh_early`](super::Store::rotate_refresh_early) only).
+    OtherClient,
 }
 
 /// The commit of a write whose answer was given early

@@ -895,6 +895,125 @@ async fn early_redemption(db: &TestDb) {
     assert_eq!(answer.unwrap(), CodeRedemption::Unknown);
 }
 
+/// `rotate_refresh_early` (the token endpoint's rotation): the grant and the user's metadata come
+/// with the rotation, durable once `Committed` resolved; a token presented by another client,
+/// or invalid in any way, is not rotated, and a reuse still revokes the family.
+async fn early_rotation(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_refresh("e1", "fam-e", &g, Some(NOW + 100))
+        .await
+        .unwrap();
+    let early = |old: &'static str, new: &'static str, client: &'static str| async move {
+        let (answer, committed) = s
+            .rotate_refresh_early(old, new, NOW, Some(NOW + 200), client)
+            .await;
+        committed.wait().await.unwrap();
+        answer.unwrap()
+    };
+    // Another client: nothing changes, the token still rotates for its own client.
+    assert_eq!(early("e1", "e-x", "other-app").await, Rotation::OtherClient);
+    assert_eq!(s.refresh_grant("e1", NOW).await.unwrap(), Some(g.clone()));
+    assert_eq!(s.refresh_grant("e-x", NOW).await.unwrap(), None);
+    assert_eq!(
+        early("e1", "e2", "demo-app").await,
+        Rotation::Rotated {
+            grant: (g.clone(), None),
+            family: "fam-e".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("e1", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.refresh_grant("e2", NOW + 150).await.unwrap(),
+        Some(g.clone())
+    );
+    // The user's stored metadata comes with the grant.
+    let mut app = serde_json::Map::new();
+    app.insert("plan".into(), serde_json::json!("pro"));
+    let updates = claimrules::store::MetadataUpdates {
+        app_metadata: Some(app),
+        user_metadata: None,
+    };
+    s.update_user_metadata("auth0|a", &updates).await.unwrap();
+    let stored = s.user_metadata("auth0|a").await.unwrap();
+    assert!(stored.is_some());
+    assert_eq!(
+        early("e2", "e3", "demo-app").await,
+        Rotation::Rotated {
+            grant: (g.clone(), stored),
+            family: "fam-e".into()
+        }
+    );
+    assert_eq!(early("missing", "e-y", "demo-app").await, Rotation::Unknown);
+    s.put_refresh("e-old", "fam-e2", &g, Some(NOW))
+        .await
+        .unwrap();
+    assert_eq!(early("e-old", "e-z", "demo-app").await, Rotation::Expired);
+    // Reuse, even by another client, revokes the family: its live token stops working.
+    assert_eq!(
+        early("e1", "e-w", "other-app").await,
+        Rotation::Reused {
+            family: "fam-e".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("e3", NOW).await.unwrap(), None);
+    assert_eq!(early("e3", "e4", "demo-app").await, Rotation::Revoked);
+    for unused in ["e-x", "e-y", "e-z", "e-w", "e4"] {
+        assert_eq!(
+            s.refresh_grant(unused, NOW).await.unwrap(),
+            None,
+            "{unused}"
+        );
+    }
+}
+
+/// `undo_rotation` puts back a rotation whose new token was never handed out: the old token is
+/// valid again and rotates once more, the new one is gone; undoing twice, undoing a rotation
+/// that did not happen, or undoing after the family was revoked changes nothing else.
+async fn undone_rotation(db: &TestDb) {
+    let s = &db.store;
+    let g = grant("auth0|a");
+    s.put_refresh("u1", "fam-u", &g, None).await.unwrap();
+    let (answer, committed) = s
+        .rotate_refresh_early("u1", "u2", NOW, None, "demo-app")
+        .await;
+    assert!(matches!(answer.unwrap(), Rotation::Rotated { .. }));
+    // Queued before the commit resolved: the store orders it after the rotation.
+    s.undo_rotation("u1", "u2").await.unwrap();
+    committed.wait().await.unwrap();
+    assert_eq!(s.refresh_grant("u1", NOW).await.unwrap(), Some(g.clone()));
+    assert_eq!(s.refresh_grant("u2", NOW).await.unwrap(), None);
+    s.undo_rotation("u1", "u2").await.unwrap();
+    s.undo_rotation("never", "made").await.unwrap();
+    assert_eq!(
+        s.rotate_refresh("u2", "u-x", NOW, None).await.unwrap(),
+        Rotation::Unknown,
+        "the undone successor is gone"
+    );
+    // The old token rotates again, once: its earlier successor is no reuse.
+    assert_eq!(
+        s.rotate_refresh("u1", "u3", NOW, None).await.unwrap(),
+        Rotation::Rotated {
+            grant: g.clone(),
+            family: "fam-u".into()
+        }
+    );
+    assert_eq!(s.refresh_grant("u3", NOW).await.unwrap(), Some(g.clone()));
+    // Undoing a rotation whose family was revoked meanwhile does not bring the family back.
+    let (answer, committed) = s
+        .rotate_refresh_early("u3", "u4", NOW, None, "demo-app")
+        .await;
+    committed.wait().await.unwrap();
+    assert!(matches!(answer.unwrap(), Rotation::Rotated { .. }));
+    s.revoke_family("fam-u").await.unwrap();
+    s.undo_rotation("u3", "u4").await.unwrap();
+    assert_eq!(s.refresh_grant("u3", NOW).await.unwrap(), None);
+    assert_eq!(
+        s.rotate_refresh("u3", "u5", NOW, None).await.unwrap(),
+        Rotation::Revoked
+    );
+}
+
 /// A purge runs in bounded steps (`src/store/purge.rs`): more expired rows of every kind than
 /// one step takes are all deleted, and what lives between them in key order stays.
 async fn purge_in_steps_deletes_everything_expired(db: &TestDb) {
@@ -991,6 +1110,8 @@ conformance!(
     code_single_use,
     concurrent_code_redemption,
     early_redemption,
+    early_rotation,
+    undone_rotation,
     code_expiry,
     replay_reports_and_revokes_family,
     refresh_rotation,

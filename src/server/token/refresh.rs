@@ -8,16 +8,21 @@ use super::{count_issued, refresh_expiry, response, store_failed, stored_logins_
 use super::{token_request, Shared};
 use crate::config::ClientConfig;
 use crate::crypto::{new_refresh_token, refresh_token_key};
+use crate::issuer::Issued;
 use crate::issuer::{Endpoint, IssueError};
 use crate::model::{unix_now, Protocol};
 use crate::oauth::{TokenError, TokenParams, TokenResponse};
-use crate::store::Rotation;
+use crate::store::{Grant, MetadataUpdates, Rotation, Store};
 
 /// Fields a rule never sees in `context.request.body`.
 const SECRET_FIELDS: [&str; 4] = ["client_secret", "refresh_token", "code", "code_verifier"];
 
-/// The refresh token grant (RFC 6749 §6) with rotation: the rules run again, and the tokens
-/// are answered only once the rotation is committed.
+/// The refresh token grant (RFC 6749 §6) with rotation: the token is rotated first, in the
+/// store's open write transaction, which also gives its grant and the user's stored metadata
+/// (no separate read); the rules and both signatures run while that transaction commits, and
+/// the tokens are answered only once it is durable. A refresh refused after the rotation (a rule
+/// denies or fails, a scope never granted, the request dropped) puts the tokens back
+/// ([`Undo`]), so the presented token still refreshes.
 pub(super) async fn grant(
     state: &Shared,
     client: &ClientConfig,
@@ -29,38 +34,75 @@ pub(super) async fn grant(
         .get("refresh_token")
         .ok_or_else(|| TokenError::invalid_request("refresh_token is required"))?;
     let old_hash = refresh_token_key(token);
+    let new_token = new_refresh_token();
+    let new_hash = refresh_token_key(&new_token);
     let now = unix_now();
-    // The grant and its user's stored metadata in one read (one snapshot, one statement).
-    let Some((mut grant, stored)) = state
+    let (rotation, committed) = state
         .store
-        .refresh_grant_with_metadata(&old_hash, now)
-        .await
-        .map_err(store_failed)?
-    else {
-        // Unknown, expired, revoked or already used: rotate_refresh tells which, and revokes the
-        // family on reuse (RFC 9700 §4.14.2).
-        let outcome = state
-            .store
-            .rotate_refresh_without_grant(
-                &old_hash,
-                &refresh_token_key(&new_refresh_token()),
-                now,
-                None,
-            )
-            .await
-            .map_err(store_failed)?;
-        if let Rotation::Reused { .. } = outcome {
-            tracing::warn!(client_id = %client.client_id, "refresh token reused; its grant family is revoked");
+        .rotate_refresh_early(
+            &old_hash,
+            &new_hash,
+            now,
+            refresh_expiry(state),
+            &client.client_id,
+        )
+        .await;
+    let (grant, stored) = match rotation.map_err(store_failed)? {
+        Rotation::Rotated { grant, .. } => grant,
+        refused => {
+            // A reuse revoked the family in that transaction: durable before the refusal.
+            committed.wait().await.map_err(store_failed)?;
+            return Err(refusal(client, refused));
         }
-        return Err(TokenError::invalid_grant(
-            "the refresh token is invalid, expired or revoked",
-        ));
     };
-    if grant.client_id != client.client_id {
-        return Err(TokenError::invalid_grant(
-            "the refresh token was issued to another client",
-        ));
+    let undo = Undo {
+        store: Some(state.store.clone()),
+        old_hash,
+        new_hash,
+    };
+    match issue(state, client, params, headers, ip, grant, stored).await {
+        Ok(issued) => {
+            // Answered only once the rotation is durable; rolled back, it never happened.
+            committed.wait().await.map_err(store_failed)?;
+            undo.disarm();
+            count_issued(state, "refresh_token");
+            Ok(response(&issued, Some(new_token)))
+        }
+        Err(e) => {
+            // Put back before the refusal is answered, so the client may retry at once.
+            undo.run().await;
+            Err(e)
+        }
     }
+}
+
+/// The refusal of a token that was not rotated.
+fn refusal(client: &ClientConfig, rotation: Rotation<GrantAndMetadata>) -> TokenError {
+    match rotation {
+        Rotation::OtherClient => {
+            TokenError::invalid_grant("the refresh token was issued to another client")
+        }
+        Rotation::Reused { .. } => {
+            tracing::warn!(client_id = %client.client_id, "refresh token reused; its grant family is revoked");
+            TokenError::invalid_grant("the refresh token is invalid, expired or revoked")
+        }
+        _ => TokenError::invalid_grant("the refresh token is invalid, expired or revoked"),
+    }
+}
+
+/// What a rotation tells of the family: its grant and the user's stored metadata.
+type GrantAndMetadata = (Grant, Option<MetadataUpdates>);
+
+/// The rules and signatures of a rotated refresh: everything that may still refuse it.
+async fn issue(
+    state: &Shared,
+    client: &ClientConfig,
+    params: &TokenParams,
+    headers: &HeaderMap,
+    ip: ClientIp,
+    mut grant: Grant,
+    stored: Option<MetadataUpdates>,
+) -> Result<Issued, TokenError> {
     if let Some(scope) = params.get("scope") {
         let asked = crate::claims::split_scope(scope);
         if let Some(extra) = asked.iter().find(|s| !grant.scopes.contains(s)) {
@@ -111,9 +153,7 @@ pub(super) async fn grant(
         .ok_or_else(TokenError::server_error)?;
     // Rules and both signatures in one task: inline on this worker, or one hand-off to the
     // blocking pool when the rules may wait on the network or ran slow lately
-    // (crate::server::cpu). The tokens are only returned after the rotation below is committed,
-    // so none leaves the server without its state stored; a lost race merely wastes two
-    // signatures.
+    // (crate::server::cpu).
     let may_wait = issuer.rules().current().set.may_call_out();
     let (issued, metadata) = crate::server::cpu::CpuLane::shared()
         .run(may_wait, move || {
@@ -132,38 +172,62 @@ pub(super) async fn grant(
         .update_user_metadata(&user_id, &metadata)
         .await
         .map_err(store_failed)?;
-    let issued = issued.map_err(|e| {
+    issued.map_err(|e| {
         if e.denial_message().is_none() {
             tracing::error!(error = %e, "rule pipeline or signing failed on refresh");
         }
         // invalid_grant with the rule's message, or server_error (crate::issuer::oauth).
         TokenError::from(e.oauth_error(Endpoint::Token))
-    })?;
-    let new_token = new_refresh_token();
-    match state
-        .store
-        .rotate_refresh_without_grant(
-            &old_hash,
-            &refresh_token_key(&new_token),
-            now,
-            refresh_expiry(state),
-        )
-        .await
-        .map_err(store_failed)?
-    {
-        Rotation::Rotated { .. } => {}
-        Rotation::Reused { .. } => {
-            tracing::warn!(client_id = %client.client_id, "refresh token reused; its grant family is revoked");
-            return Err(TokenError::invalid_grant(
-                "the refresh token was already used",
-            ));
-        }
-        Rotation::Unknown | Rotation::Expired | Rotation::Revoked => {
-            return Err(TokenError::invalid_grant(
-                "the refresh token is invalid, expired or revoked",
-            ))
+    })
+}
+
+/// The undo of a rotation whose tokens were not answered ([`Store::undo_rotation`]): run before
+/// a refusal is answered, or, when the request is dropped mid-way (the client went away), by a
+/// task spawned from `drop`.
+struct Undo {
+    /// `None` once run or disarmed.
+    store: Option<Store>,
+    old_hash: String,
+    new_hash: String,
+}
+
+impl Undo {
+    /// The tokens were answered: nothing to undo.
+    fn disarm(mut self) {
+        self.store = None;
+    }
+
+    /// Undoes the rotation now.
+    async fn run(mut self) {
+        if let Some(store) = self.store.take() {
+            undo(&store, &self.old_hash, &self.new_hash).await;
         }
     }
-    count_issued(state, "refresh_token");
-    Ok(response(&issued, Some(new_token)))
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let (old_hash, new_hash) = (
+            std::mem::take(&mut self.old_hash),
+            std::mem::take(&mut self.new_hash),
+        );
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { undo(&store, &old_hash, &new_hash).await });
+            }
+            Err(_) => {
+                tracing::warn!("a refused refresh could not put its token back: no runtime at hand")
+            }
+        }
+    }
+}
+
+/// Runs [`Store::undo_rotation`]; a failure only costs the client its token (it signs in again).
+async fn undo(store: &Store, old_hash: &str, new_hash: &str) {
+    if let Err(e) = store.undo_rotation(old_hash, new_hash).await {
+        tracing::warn!(error = %e, "a refused refresh could not put its token back");
+    }
 }

@@ -5,10 +5,15 @@ use rusqlite::{params, Connection};
 
 use super::stmt::{exec, one, optional};
 use super::SqliteStore;
-use crate::store::codec::{decode_grant, decode_grant_with_metadata, encode_grant};
+use crate::store::codec::{
+    decode_grant, decode_grant_with_metadata, decode_metadata, encode_grant,
+};
 use crate::store::purge::{self, PurgeStep, Step, StepDone};
 use crate::store::sql;
 use crate::store::{CodeRedemption, Committed, Grant, MetadataUpdates, Rotation, StoreError};
+
+/// What an early rotation tells of the family: its grant and its user's stored metadata.
+type GrantAndMetadata = (Grant, Option<MetadataUpdates>);
 
 /// Marks a family revoked (no-op when unknown).
 fn revoke(c: &Connection, family: &str) -> Result<(), StoreError> {
@@ -136,6 +141,40 @@ impl SqliteStore {
         .await
     }
 
+    pub(crate) async fn rotate_refresh_early(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: Option<i64>,
+        client_id: &str,
+    ) -> (Result<Rotation<GrantAndMetadata>, StoreError>, Committed) {
+        let old_hash = old_hash.to_string();
+        let new_hash = new_hash.to_string();
+        let client_id = client_id.to_string();
+        self.write_early(move |c| {
+            rotate_for_client(c, &old_hash, &new_hash, now, new_expires_at, &client_id)
+        })
+        .await
+    }
+
+    pub(crate) async fn undo_rotation(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), StoreError> {
+        let old_hash = old_hash.to_string();
+        let new_hash = new_hash.to_string();
+        self.write(true, move |c| {
+            // Only the rotation that made `new_hash` is undone: no successor, nothing to give back.
+            if exec(c, DELETE_TOKEN, [&new_hash])? > 0 {
+                exec(c, UNMARK_USED, [&old_hash])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     pub(crate) async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let family = family.to_string();
         self.write(false, move |c| revoke(c, &family)).await
@@ -226,6 +265,12 @@ fn redeem(c: &Connection, code_hash: &str, now: i64) -> Result<CodeRedemption, S
 const PUT_REFRESH: &str = "INSERT INTO refresh_tokens (token_hash, family, family_id, expires_at) \
      SELECT ?1, family, id, ?3 FROM refresh_families WHERE family = ?2";
 
+/// Makes token `?` unused again: the undo of a mark whose rotation did not go through.
+const UNMARK_USED: &str = "UPDATE refresh_tokens SET used_at = NULL WHERE token_hash = ?";
+
+/// Deletes token `?` (a successor never handed out).
+const DELETE_TOKEN: &str = "DELETE FROM refresh_tokens WHERE token_hash = ?";
+
 /// Stores refresh token `?1` in family `?2` of rowid `?3`, expiring at `?4` (or never): the
 /// successor of a rotated token, whose row named both.
 const PUT_SUCCESSOR: &str =
@@ -284,15 +329,66 @@ fn rotate<G>(
             Err(e) => {
                 // Undo the mark so the old token stays valid (cheaper than a savepoint around
                 // every rotation).
-                exec(
-                    c,
-                    "UPDATE refresh_tokens SET used_at = NULL WHERE token_hash = ?",
-                    [old_hash],
-                )?;
+                exec(c, UNMARK_USED, [old_hash])?;
                 Err(e)
             }
         };
     }
+    not_rotated(c, old_hash)
+}
+
+/// A rotation for the token endpoint ([`SqliteStore::rotate_refresh_early`]): [`rotate`] reading
+/// the grant, then, in the same transaction, the client check and the grant's user's metadata.
+/// Presented by another client, the token is unmarked before anyone can see the mark (the
+/// transaction is still open), so it stays valid.
+fn rotate_for_client(
+    c: &Connection,
+    old_hash: &str,
+    new_hash: &str,
+    now: i64,
+    new_expires_at: Option<i64>,
+    client_id: &str,
+) -> Result<Rotation<GrantAndMetadata>, StoreError> {
+    let rotated: Option<(String, i64, Option<String>)> =
+        optional(c, MARK_USED_READ_GRANT, params![now, old_hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let Some((family, family_id, json)) = rotated else {
+        return not_rotated(c, old_hash);
+    };
+    let kept = decode_grant(json.as_deref().unwrap_or_default()).and_then(|grant| {
+        if grant.client_id != client_id {
+            return Ok(None);
+        }
+        let metadata: Option<(String, String)> =
+            optional(c, sql::USER_METADATA, [&grant.user_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let metadata = metadata
+            .map(|(app, user)| decode_metadata(&app, &user))
+            .transpose()?;
+        exec(
+            c,
+            PUT_SUCCESSOR,
+            params![new_hash, family, family_id, new_expires_at],
+        )?;
+        Ok(Some((grant, metadata)))
+    });
+    match kept {
+        Ok(Some(grant)) => Ok(Rotation::Rotated { grant, family }),
+        Ok(None) => {
+            exec(c, UNMARK_USED, [old_hash])?;
+            Ok(Rotation::OtherClient)
+        }
+        Err(e) => {
+            exec(c, UNMARK_USED, [old_hash])?;
+            Err(e)
+        }
+    }
+}
+
+/// Why a token was not rotated, and a reuse's revocation of its family (RFC 9700 §4.14.2).
+fn not_rotated<G>(c: &Connection, old_hash: &str) -> Result<Rotation<G>, StoreError> {
     let row: Option<(String, Option<i64>, i64)> =
         optional(c, sql::REFRESH_STATE, [old_hash], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
