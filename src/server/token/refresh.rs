@@ -37,6 +37,13 @@ pub(super) async fn grant(
     let new_token = new_refresh_token();
     let new_hash = refresh_token_key(&new_token);
     let now = unix_now();
+    // Armed before the rotation is queued: a request dropped while it waits for the answer still
+    // puts the tokens back (the store runs the undo after the rotation).
+    let undo = Undo {
+        store: Some(state.store.clone()),
+        old_hash: old_hash.clone(),
+        new_hash: new_hash.clone(),
+    };
     let (rotation, committed) = state
         .store
         .rotate_refresh_early(
@@ -47,24 +54,27 @@ pub(super) async fn grant(
             &client.client_id,
         )
         .await;
-    let (grant, stored) = match rotation.map_err(store_failed)? {
-        Rotation::Rotated { grant, .. } => grant,
-        refused => {
+    let (grant, stored) = match rotation {
+        Ok(Rotation::Rotated { grant, .. }) => grant,
+        Err(e) => {
+            // The write failed and undid its own change: nothing to put back.
+            undo.disarm();
+            return Err(store_failed(e));
+        }
+        Ok(refused) => {
+            undo.disarm();
             // A reuse revoked the family in that transaction: durable before the refusal.
             committed.wait().await.map_err(store_failed)?;
             return Err(refusal(client, refused));
         }
     };
-    let undo = Undo {
-        store: Some(state.store.clone()),
-        old_hash,
-        new_hash,
-    };
     match issue(state, client, params, headers, ip, grant, stored).await {
         Ok(issued) => {
-            // Answered only once the rotation is durable; rolled back, it never happened.
-            committed.wait().await.map_err(store_failed)?;
+            // Answered only once the rotation is durable; rolled back, it never happened and
+            // there is nothing to put back.
+            let durable = committed.wait().await;
             undo.disarm();
+            durable.map_err(store_failed)?;
             count_issued(state, "refresh_token");
             Ok(response(&issued, Some(new_token)))
         }
