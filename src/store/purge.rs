@@ -22,8 +22,9 @@ use super::{sql, StoreError};
 /// one (`benches/large_db.rs`). Once rotations got faster (refresh tokens filed in issue order,
 /// full-database p99 about 2 ms) the p99 during the purge of 2,000,000 rows was 4.5x at 100
 /// (purge 80 s), 2.0x at 25 (183 s) and 1.5x at 16 (241 s): a slower purge, in the
-/// background, for requests that do not notice it.
-pub(crate) const BATCH: i64 = 16;
+/// background, for requests that do not notice it. Once the refresh grant rotated first (idle
+/// p99 about 1.1 ms), 16 gave 3.2x (178 s) and 8 gave 1.9x (331 s, 2026-12-08).
+pub(crate) const BATCH: i64 = 8;
 
 /// A table walked by primary key, [`BATCH`] keys per step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
