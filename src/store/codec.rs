@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{Grant, MetadataUpdates, Session, StoreError, StoredKey};
+use super::{Grant, GrantWithMetadata, MetadataUpdates, Session, StoreError, StoredKey};
 
 /// The columns of `signing_keys` that make a [`StoredKey`], in the order of [`KeyColumns`]
 /// (a macro, so queries can `concat!` it into static text).
@@ -104,7 +104,7 @@ pub(crate) fn decode_grant_with_metadata(
     grant: &str,
     app: Option<&str>,
     user: Option<&str>,
-) -> Result<(Grant, Option<MetadataUpdates>), StoreError> {
+) -> Result<GrantWithMetadata, StoreError> {
     let metadata = match (app, user) {
         (Some(a), Some(u)) => Some(decode_metadata(a, u)?),
         _ => None,

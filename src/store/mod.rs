@@ -31,7 +31,8 @@ use std::future::Future;
 use std::path::Path;
 
 pub use self::error::{redact_url, Cause, StoreError};
-pub use self::types::{CodeRedemption, Committed, Grant, Rotation, Session, StoredKey};
+pub use self::types::StoredKey;
+pub use self::types::{CodeRedemption, Committed, Grant, GrantWithMetadata, Rotation, Session};
 pub use crate::rules::MetadataUpdates;
 
 #[cfg(feature = "postgres")]
@@ -214,10 +215,7 @@ impl Store {
         now: i64,
         new_expires_at: Option<i64>,
         client_id: &str,
-    ) -> (
-        Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError>,
-        Committed,
-    ) {
+    ) -> (Result<Rotation<GrantWithMetadata>, StoreError>, Committed) {
         match &self.engine {
             #[cfg(feature = "sqlite")]
             Engine::Sqlite(s) => {
@@ -262,7 +260,7 @@ impl Store {
         &self,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<(Grant, Option<MetadataUpdates>)>, StoreError> {
+    ) -> Result<Option<GrantWithMetadata>, StoreError> {
         dispatch!(self, s => s.refresh_grant_with_metadata(token_hash, now).await)
     }
 

@@ -21,7 +21,8 @@ use super::codec::{decode_grant, decode_grant_with_metadata, encode_grant};
 use super::codec::{decode_metadata, merged_metadata, KeyColumns, SessionColumns};
 use super::codec::{encode_scopes, scopes_cover};
 use super::purge::{self, PurgeStep, Step, StepDone};
-use super::{redact_url, sql, CodeRedemption, Grant, MetadataUpdates, Rotation, Session};
+use super::{redact_url, sql, CodeRedemption, Grant, GrantWithMetadata, MetadataUpdates};
+use super::{Rotation, Session};
 use super::{StoreError, StoredKey};
 
 /// Connections per instance.
@@ -317,8 +318,9 @@ impl PgStore {
     }
 
     /// [`Store::rotate_refresh_early`](super::Store::rotate_refresh_early) on PostgreSQL: the
-    /// grant and metadata are read first (a token of another client is left as it was), then
-    /// the token is rotated; a rotation lost to a concurrent one tells why, as a rotation does.
+    /// grant and metadata are read first (an invalid token is told apart as a rotation does, a
+    /// token of another client is left as it was), then the token is rotated; a rotation lost to
+    /// a concurrent one tells why.
     pub(crate) async fn rotate_refresh_checked(
         &self,
         old_hash: &str,
@@ -326,31 +328,17 @@ impl PgStore {
         now: i64,
         new_expires_at: Option<i64>,
         client_id: &str,
-    ) -> Result<Rotation<(Grant, Option<MetadataUpdates>)>, StoreError> {
-        let found = self.refresh_grant_with_metadata(old_hash, now).await?;
-        if found
-            .as_ref()
-            .is_some_and(|(grant, _)| grant.client_id != client_id)
-        {
+    ) -> Result<Rotation<GrantWithMetadata>, StoreError> {
+        let Some(found) = self.refresh_grant_with_metadata(old_hash, now).await? else {
+            return self.not_rotated(old_hash).await;
+        };
+        if found.0.client_id != client_id {
             return Ok(Rotation::OtherClient);
         }
         let rotation = self
             .rotate_refresh_without_grant(old_hash, new_hash, now, new_expires_at)
             .await?;
-        Ok(match (rotation, found) {
-            (Rotation::Rotated { family, .. }, Some(grant)) => Rotation::Rotated { grant, family },
-            // Found invalid by the read but rotated: impossible, as a token's state only moves
-            // forward; undone and refused rather than answered without its grant.
-            (Rotation::Rotated { .. }, None) => {
-                self.undo_rotation(old_hash, new_hash).await?;
-                Rotation::Unknown
-            }
-            (Rotation::Unknown, _) => Rotation::Unknown,
-            (Rotation::Expired, _) => Rotation::Expired,
-            (Rotation::Reused { family }, _) => Rotation::Reused { family },
-            (Rotation::Revoked, _) => Rotation::Revoked,
-            (Rotation::OtherClient, _) => Rotation::OtherClient,
-        })
+        Ok(rotation.map_grant(|()| found))
     }
 
     pub(crate) async fn undo_rotation(
@@ -389,7 +377,7 @@ impl PgStore {
         &self,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<(Grant, Option<MetadataUpdates>)>, StoreError> {
+    ) -> Result<Option<GrantWithMetadata>, StoreError> {
         let row: Option<(String, Option<String>, Option<String>)> =
             sqlx::query_as(sql::REFRESH_GRANT_WITH_METADATA_POSTGRES)
                 .bind(token_hash)

@@ -3,7 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::{MetadataUpdates, StoreError};
+
+/// A refresh family's grant with the metadata rules stored for its user (`None` when none): what
+/// the token endpoint reads of a refresh ([`Store::refresh_grant_with_metadata`],
+/// [`Store::rotate_refresh_early`]).
+///
+/// [`Store::refresh_grant_with_metadata`]: super::Store::refresh_grant_with_metadata
+/// [`Store::rotate_refresh_early`]: super::Store::rotate_refresh_early
+pub type GrantWithMetadata = (Grant, Option<MetadataUpdates>);
 
 /// Everything an authorization code or a refresh token stands for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,6 +136,24 @@ pub enum Rotation<G = Grant> {
     /// The token is valid but was issued to another client than the one presenting it: nothing
     /// changed ([`Store::rotate_refresh_early`](super::Store::rotate_refresh_early) only).
     OtherClient,
+}
+
+impl<G> Rotation<G> {
+    /// The same outcome telling `f`'s value of the grant instead.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn map_grant<H>(self, f: impl FnOnce(G) -> H) -> Rotation<H> {
+        match self {
+            Rotation::Rotated { grant, family } => Rotation::Rotated {
+                grant: f(grant),
+                family,
+            },
+            Rotation::Unknown => Rotation::Unknown,
+            Rotation::Expired => Rotation::Expired,
+            Rotation::Reused { family } => Rotation::Reused { family },
+            Rotation::Revoked => Rotation::Revoked,
+            Rotation::OtherClient => Rotation::OtherClient,
+        }
+    }
 }
 
 /// The commit of a write whose answer was given early

@@ -12,7 +12,7 @@ use crate::issuer::Issued;
 use crate::issuer::{Endpoint, IssueError};
 use crate::model::{unix_now, Protocol};
 use crate::oauth::{TokenError, TokenParams, TokenResponse};
-use crate::store::{Grant, MetadataUpdates, Rotation, Store};
+use crate::store::{Grant, GrantWithMetadata, MetadataUpdates, Rotation, Store};
 
 /// Fields a rule never sees in `context.request.body`.
 const SECRET_FIELDS: [&str; 4] = ["client_secret", "refresh_token", "code", "code_verifier"];
@@ -33,22 +33,20 @@ pub(super) async fn grant(
     let token = params
         .get("refresh_token")
         .ok_or_else(|| TokenError::invalid_request("refresh_token is required"))?;
-    let old_hash = refresh_token_key(token);
     let new_token = new_refresh_token();
-    let new_hash = refresh_token_key(&new_token);
     let now = unix_now();
     // Armed before the rotation is queued: a request dropped while it waits for the answer still
     // puts the tokens back (the store runs the undo after the rotation).
     let undo = Undo {
         store: Some(state.store.clone()),
-        old_hash: old_hash.clone(),
-        new_hash: new_hash.clone(),
+        old_hash: refresh_token_key(token),
+        new_hash: refresh_token_key(&new_token),
     };
     let (rotation, committed) = state
         .store
         .rotate_refresh_early(
-            &old_hash,
-            &new_hash,
+            &undo.old_hash,
+            &undo.new_hash,
             now,
             refresh_expiry(state),
             &client.client_id,
@@ -87,7 +85,7 @@ pub(super) async fn grant(
 }
 
 /// The refusal of a token that was not rotated.
-fn refusal(client: &ClientConfig, rotation: Rotation<GrantAndMetadata>) -> TokenError {
+fn refusal(client: &ClientConfig, rotation: Rotation<GrantWithMetadata>) -> TokenError {
     match rotation {
         Rotation::OtherClient => {
             TokenError::invalid_grant("the refresh token was issued to another client")
@@ -99,9 +97,6 @@ fn refusal(client: &ClientConfig, rotation: Rotation<GrantAndMetadata>) -> Token
         _ => TokenError::invalid_grant("the refresh token is invalid, expired or revoked"),
     }
 }
-
-/// What a rotation tells of the family: its grant and the user's stored metadata.
-type GrantAndMetadata = (Grant, Option<MetadataUpdates>);
 
 /// The rules and signatures of a rotated refresh: everything that may still refuse it.
 async fn issue(

@@ -1,6 +1,6 @@
 //! Consents, login sessions and counters, user metadata and signing keys on SQLite.
 
-use rusqlite::params;
+use rusqlite::{params, Connection};
 
 use super::stmt::{exec, one, optional};
 use super::{db, SqliteStore};
@@ -100,14 +100,7 @@ impl SqliteStore {
         user_id: &str,
     ) -> Result<Option<MetadataUpdates>, StoreError> {
         let user_id = user_id.to_string();
-        let row: Option<(String, String)> = self
-            .read(move |c| {
-                optional(c, sql::USER_METADATA, [user_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-            })
-            .await?;
-        row.map(|(a, u)| decode_metadata(&a, &u)).transpose()
+        self.read(move |c| stored_metadata(c, &user_id)).await
     }
 
     pub(crate) async fn update_user_metadata(
@@ -187,4 +180,16 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The metadata rules stored for `user_id`, `None` when none: for [`SqliteStore::user_metadata`]
+/// and, inside its transaction, the token endpoint's rotation (`tokens.rs`).
+pub(super) fn stored_metadata(
+    c: &Connection,
+    user_id: &str,
+) -> Result<Option<MetadataUpdates>, StoreError> {
+    let row: Option<(String, String)> = optional(c, sql::USER_METADATA, [user_id], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    row.map(|(a, u)| decode_metadata(&a, &u)).transpose()
 }

@@ -3,17 +3,14 @@
 
 use rusqlite::{params, Connection};
 
+use super::accounts::stored_metadata;
 use super::stmt::{exec, one, optional};
 use super::SqliteStore;
-use crate::store::codec::{
-    decode_grant, decode_grant_with_metadata, decode_metadata, encode_grant,
-};
+use crate::store::codec::{decode_grant, decode_grant_with_metadata, encode_grant};
 use crate::store::purge::{self, PurgeStep, Step, StepDone};
 use crate::store::sql;
-use crate::store::{CodeRedemption, Committed, Grant, MetadataUpdates, Rotation, StoreError};
-
-/// What an early rotation tells of the family: its grant and its user's stored metadata.
-type GrantAndMetadata = (Grant, Option<MetadataUpdates>);
+use crate::store::{CodeRedemption, Committed, Grant, GrantWithMetadata};
+use crate::store::{Rotation, StoreError};
 
 /// Marks a family revoked (no-op when unknown).
 fn revoke(c: &Connection, family: &str) -> Result<(), StoreError> {
@@ -98,7 +95,8 @@ impl SqliteStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation, StoreError> {
-        let decode = |json: Option<&str>| decode_grant(json.unwrap_or_default());
+        let decode =
+            |_: &Connection, json: Option<&str>| decode_grant(json.unwrap_or_default()).map(Some);
         self.rotation(
             old_hash,
             new_hash,
@@ -117,9 +115,14 @@ impl SqliteStore {
         now: i64,
         new_expires_at: Option<i64>,
     ) -> Result<Rotation<()>, StoreError> {
-        self.rotation(old_hash, new_hash, now, new_expires_at, MARK_USED, |_| {
-            Ok(())
-        })
+        self.rotation(
+            old_hash,
+            new_hash,
+            now,
+            new_expires_at,
+            MARK_USED,
+            |_, _| Ok(Some(())),
+        )
         .await
     }
 
@@ -131,7 +134,7 @@ impl SqliteStore {
         now: i64,
         new_expires_at: Option<i64>,
         mark: &'static str,
-        grant: fn(Option<&str>) -> Result<G, StoreError>,
+        grant: fn(&Connection, Option<&str>) -> Result<Option<G>, StoreError>,
     ) -> Result<Rotation<G>, StoreError> {
         let old_hash = old_hash.to_string();
         let new_hash = new_hash.to_string();
@@ -148,12 +151,22 @@ impl SqliteStore {
         now: i64,
         new_expires_at: Option<i64>,
         client_id: &str,
-    ) -> (Result<Rotation<GrantAndMetadata>, StoreError>, Committed) {
+    ) -> (Result<Rotation<GrantWithMetadata>, StoreError>, Committed) {
         let old_hash = old_hash.to_string();
         let new_hash = new_hash.to_string();
         let client_id = client_id.to_string();
         self.write_early(move |c| {
-            rotate_for_client(c, &old_hash, &new_hash, now, new_expires_at, &client_id)
+            // The client check and the user's metadata in the rotation's transaction.
+            let checked = |c: &Connection, json: Option<&str>| {
+                let grant = decode_grant(json.unwrap_or_default())?;
+                if grant.client_id != client_id {
+                    return Ok(None);
+                }
+                let metadata = stored_metadata(c, &grant.user_id)?;
+                Ok(Some((grant, metadata)))
+            };
+            let mark = MARK_USED_READ_GRANT;
+            rotate(c, &old_hash, &new_hash, now, new_expires_at, mark, checked)
         })
         .await
     }
@@ -203,7 +216,7 @@ impl SqliteStore {
         &self,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<(Grant, Option<MetadataUpdates>)>, StoreError> {
+    ) -> Result<Option<GrantWithMetadata>, StoreError> {
         let token_hash = token_hash.to_string();
         type Row = (String, Option<String>, Option<String>);
         let row: Option<Row> = self
@@ -300,8 +313,10 @@ const MARK_USED_READ_GRANT: &str =
 const MARK_USED: &str = mark_used!("NULL");
 
 /// One rotation: marks the old token used with `mark` and stores the new one, or tells why
-/// not. `grant` makes what a rotation returns of the grant JSON `mark` read; it runs before the
-/// new token is stored, so a grant that does not decode leaves the old token valid.
+/// not. `grant` makes what a rotation returns of the grant JSON `mark` read, or `None` to
+/// refuse it ([`Rotation::OtherClient`]); it runs before the new token is stored, so a grant that
+/// does not decode or is refused leaves the old token valid (unmarked while the transaction is
+/// still open, so no one else ever sees the mark).
 fn rotate<G>(
     c: &Connection,
     old_hash: &str,
@@ -309,72 +324,27 @@ fn rotate<G>(
     now: i64,
     new_expires_at: Option<i64>,
     mark: &str,
-    grant: fn(Option<&str>) -> Result<G, StoreError>,
+    grant: impl FnOnce(&Connection, Option<&str>) -> Result<Option<G>, StoreError>,
 ) -> Result<Rotation<G>, StoreError> {
     let rotated: Option<(String, i64, Option<String>)> =
         optional(c, mark, params![now, old_hash], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    if let Some((family, family_id, json)) = rotated {
-        let done = grant(json.as_deref()).and_then(|grant| {
-            exec(
-                c,
-                PUT_SUCCESSOR,
-                params![new_hash, family, family_id, new_expires_at],
-            )
-            .map(|_| grant)
-        });
-        return match done {
-            Ok(grant) => Ok(Rotation::Rotated { grant, family }),
-            Err(e) => {
-                // Undo the mark so the old token stays valid (cheaper than a savepoint around
-                // every rotation).
-                exec(c, UNMARK_USED, [old_hash])?;
-                Err(e)
-            }
-        };
-    }
-    not_rotated(c, old_hash)
-}
-
-/// A rotation for the token endpoint ([`SqliteStore::rotate_refresh_early`]): [`rotate`] reading
-/// the grant, then, in the same transaction, the client check and the grant's user's metadata.
-/// Presented by another client, the token is unmarked before anyone can see the mark (the
-/// transaction is still open), so it stays valid.
-fn rotate_for_client(
-    c: &Connection,
-    old_hash: &str,
-    new_hash: &str,
-    now: i64,
-    new_expires_at: Option<i64>,
-    client_id: &str,
-) -> Result<Rotation<GrantAndMetadata>, StoreError> {
-    let rotated: Option<(String, i64, Option<String>)> =
-        optional(c, MARK_USED_READ_GRANT, params![now, old_hash], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
     let Some((family, family_id, json)) = rotated else {
         return not_rotated(c, old_hash);
     };
-    let kept = decode_grant(json.as_deref().unwrap_or_default()).and_then(|grant| {
-        if grant.client_id != client_id {
-            return Ok(None);
-        }
-        let metadata: Option<(String, String)> =
-            optional(c, sql::USER_METADATA, [&grant.user_id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let metadata = metadata
-            .map(|(app, user)| decode_metadata(&app, &user))
-            .transpose()?;
-        exec(
+    let done = grant(c, json.as_deref()).and_then(|kept| match kept {
+        None => Ok(None),
+        Some(grant) => exec(
             c,
             PUT_SUCCESSOR,
             params![new_hash, family, family_id, new_expires_at],
-        )?;
-        Ok(Some((grant, metadata)))
+        )
+        .map(|_| Some(grant)),
     });
-    match kept {
+    // Otherwise the mark is undone, so the old token stays valid (cheaper than a savepoint
+    // around every rotation).
+    match done {
         Ok(Some(grant)) => Ok(Rotation::Rotated { grant, family }),
         Ok(None) => {
             exec(c, UNMARK_USED, [old_hash])?;
